@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Create (once) and print the project's virtual environment, keyed by the hash of pyproject.toml.
+
+It lives in the tool cache, not the checkout, so that CI's fresh clone finds it warm on a second run.
+Usage: python3 hack/venv.py [--print-only]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def venv_path() -> Path:
+    cache = Path(os.environ.get("PULSETRAIN_CACHE") or Path.home() / ".cache" / "pulsetrain")
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return cache / "venv" / f"{tag}-{digest}"
+
+
+def ensure(path: Path) -> None:
+    marker = path / ".complete"
+    if marker.exists():
+        return
+    print(f"creating Python environment {path}", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    marker.write_text("ok\n")
+
+
+def main() -> None:
+    path = venv_path()
+    if "--print-only" not in sys.argv:
+        ensure(path)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
