@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Create (once) and print the project's virtual environment, keyed by the hash of pyproject.toml.
+"""Create (once) and print the project's virtual environment, keyed by pyproject.toml's dependencies.
 
 It lives in the tool cache, not the checkout, so that CI's fresh clone finds it warm on a second run.
 Usage: python3 hack/venv.py [--print-only]
@@ -8,17 +8,26 @@ Usage: python3 hack/venv.py [--print-only]
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def requirements() -> list[str]:
+    """The dependency lists of pyproject.toml: what the environment's contents depend on."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    return sorted(project.get("dependencies", [])) + [f"{k}:{sorted(v)}" for k, v in sorted(extras.items())]
+
+
 def venv_path() -> Path:
     cache = Path(os.environ.get("PULSETRAIN_CACHE") or Path.home() / ".cache" / "pulsetrain")
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps(requirements()).encode()).hexdigest()[:12]
     tag = f"py{sys.version_info.major}{sys.version_info.minor}"
     return cache / "venv" / f"{tag}-{digest}"
 

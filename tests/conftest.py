@@ -1,0 +1,107 @@
+"""Shared pytest fixtures: the test bed (or the cluster KUBECONFIG points at), namespaces, Pulsar.
+
+Integration and e2e tests ask for `testbed`; the first one starts the project's own test bed unless
+one is already running (`python -m tests.cluster up`, then left running) or `KUBECONFIG` points at a
+cluster, say a kind cluster, which is then used as it is (Pulsar URLs from `PULSETRAIN_PULSAR_URL` and
+`PULSETRAIN_PULSAR_ADMIN_URL`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: str
+    kubectl_bin: str
+    helm_bin: str
+    pulsar_service_url: str
+    pulsar_admin_url: str
+    host_ip: str | None  # the pod network's host address on the project's test bed, None elsewhere
+    state: Path | None
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; raises with stderr when `check` and it fails."""
+        result = subprocess.run(
+            [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True, text=True, input=input, check=False, timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+
+def _external() -> Cluster | None:
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig or os.environ.get("PULSETRAIN_OWN_TESTBED") == "1":
+        return None
+    return Cluster(
+        kubeconfig=kubeconfig,
+        kubectl_bin=shutil.which("kubectl") or "kubectl",
+        helm_bin=shutil.which("helm") or "helm",
+        pulsar_service_url=os.environ.get("PULSETRAIN_PULSAR_URL", ""),
+        pulsar_admin_url=os.environ.get("PULSETRAIN_PULSAR_ADMIN_URL", ""),
+        host_ip=None,
+        state=None,
+    )
+
+
+@pytest.fixture(scope="session")
+def testbed_cluster() -> Iterator[Cluster]:
+    from tests.cluster import testbed  # imported here so unit tests need none of the test bed
+
+    external = _external()
+    if external is not None:
+        yield external
+        return
+    info = testbed.TestBedInfo.load()
+    already_running = info is not None and all(testbed.status().values())
+    if not already_running:
+        info = testbed.up()
+    assert info is not None
+    yield Cluster(
+        kubeconfig=info.kubeconfig, kubectl_bin=info.kubectl, helm_bin=info.helm,
+        pulsar_service_url=info.pulsar_service_url, pulsar_admin_url=info.pulsar_admin_url,
+        host_ip=info.host_ip, state=Path(info.state),
+    )
+    if not already_running and os.environ.get("PULSETRAIN_KEEP_TESTBED") != "1":
+        testbed.down()
+
+
+@pytest.fixture
+def namespace(testbed_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted (without waiting) afterwards."""
+    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    testbed_cluster.kubectl("create", "namespace", name)
+    yield name
+    testbed_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@dataclass(frozen=True)
+class PulsarURLs:
+    service_url: str
+    admin_url: str
+
+
+@pytest.fixture(scope="session")
+def pulsar(testbed_cluster: Cluster) -> PulsarURLs:
+    if not testbed_cluster.pulsar_service_url:
+        pytest.fail("no Pulsar: set PULSETRAIN_PULSAR_URL and PULSETRAIN_PULSAR_ADMIN_URL for an external cluster")
+    return PulsarURLs(testbed_cluster.pulsar_service_url, testbed_cluster.pulsar_admin_url)
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Unique names for topics, subscriptions and objects within a test."""
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:8]}"

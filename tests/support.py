@@ -1,0 +1,47 @@
+"""Small helpers shared by the integration tests: polling with a deadline and a clear failure."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tests.conftest import Cluster
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def get_json(cluster: Cluster, *args: str) -> Any:
+    result = cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def pod_phase(cluster: Cluster, namespace: str, name: str) -> str | None:
+    pod = get_json(cluster, "pod", name, "-n", namespace)
+    return pod["status"].get("phase") if pod else None
+
+
+def wait_pod_phase(cluster: Cluster, namespace: str, name: str, phases: set[str], timeout: float = 90) -> str:
+    def check() -> str | None:
+        phase = pod_phase(cluster, namespace, name)
+        return phase if phase in phases else None
+
+    return wait_until(check, timeout, f"pod {namespace}/{name} phase in {sorted(phases)}")
+
+
+def logs(cluster: Cluster, namespace: str, pod: str, container: str | None = None) -> str:
+    args = ["logs", "-n", namespace, pod] + (["-c", container] if container else [])
+    return cluster.kubectl(*args, check=False).stdout
