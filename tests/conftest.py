@@ -41,6 +41,17 @@ class Cluster:
         return result
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `lifecycle` take the test bed down: run them last. They need the project's own
+    test bed, so with an external cluster they are deselected rather than run."""
+    last = [item for item in items if item.get_closest_marker("lifecycle")]
+    items[:] = [item for item in items if not item.get_closest_marker("lifecycle")]
+    if _external() is None:
+        items.extend(last)
+    elif last:
+        config.hook.pytest_deselected(items=last)
+
+
 def _external() -> Cluster | None:
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig or os.environ.get("PULSETRAIN_OWN_TESTBED") == "1":
@@ -95,7 +106,7 @@ class PulsarURLs:
 
 
 @pytest.fixture(scope="session")
-def pulsar(testbed_cluster: Cluster) -> PulsarURLs:
+def pulsar_broker(testbed_cluster: Cluster) -> PulsarURLs:
     if not testbed_cluster.pulsar_service_url:
         pytest.fail("no Pulsar: set PULSETRAIN_PULSAR_URL and PULSETRAIN_PULSAR_ADMIN_URL for an external cluster")
     return PulsarURLs(testbed_cluster.pulsar_service_url, testbed_cluster.pulsar_admin_url)

@@ -16,8 +16,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import requests
+
 from tests.cluster import controlplane, network, pulsar_server
-from tests.cluster.controlplane import PROCESS_KUBELET, ControlPlane, ControlPlaneConfig
+from tests.cluster.controlplane import KUBELET_PORT, PROCESS_KUBELET, ControlPlane, ControlPlaneConfig
 from tests.cluster.kubelet.api import Kube, NotFound
 from tests.cluster.paths import state_dir
 from tests.cluster.process import Daemon
@@ -56,17 +58,20 @@ def _kubelet(state: Path) -> Daemon:
     return Daemon("process-kubelet", state / "logs")
 
 
-def _wait_for_cluster(kube: Kube, node: str, timeout: float = 90.0) -> None:
-    """The node is Ready and the `default` service account exists (pods can be created)."""
+def _wait_for_cluster(kube: Kube, kubelet: Daemon, node: str, host_ip: str, timeout: float = 90.0) -> None:
+    """The kubelet serves, its node is Ready and the `default` service account exists."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if not kubelet.running():
+            raise RuntimeError(f"the process kubelet exited during start-up; log tail:\n{kubelet.log_tail()}")
         try:
+            kube.session.get(f"https://{host_ip}:{KUBELET_PORT}/healthz", timeout=3).raise_for_status()
             conditions = kube.get(f"/api/v1/nodes/{node}").get("status", {}).get("conditions", [])
             ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
             kube.get("/api/v1/namespaces/default/serviceaccounts/default")
             if ready:
                 return
-        except NotFound:
+        except (NotFound, requests.RequestException):
             pass
         time.sleep(0.5)
     raise TimeoutError(f"node {node} not Ready (or no default service account) after {timeout:.0f}s")
@@ -101,12 +106,13 @@ def up(*, with_pulsar: bool = True, gpus: int = 0, node_name: str = "testbed-nod
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     _kubelet(state).start(
         [sys.executable, "-m", "tests.cluster.kubelet", f"--kubeconfig={plane.config.kubeconfig(PROCESS_KUBELET)}",
-         f"--state={state / 'kubelet'}", f"--node-name={node_name}", f"--gpus={gpus}",
+         f"--state={state / 'kubelet'}", f"--pki={plane.config.pki}",
+         f"--node-name={node_name}", f"--gpus={gpus}",
          f"--extra-host=pulsar.testbed.internal={net.host_ip}"],
         env=env, cwd=ROOT,
     )
     admin = Kube.from_kubeconfig(plane.config.admin_kubeconfig)
-    _wait_for_cluster(admin, node_name)
+    _wait_for_cluster(admin, _kubelet(state), node_name, net.host_ip)
     subprocess.run([str(tools.kubectl), f"--kubeconfig={plane.config.admin_kubeconfig}", "apply", "-f",
                     str(BOOTSTRAP)], check=True, capture_output=True)
     _stage("process kubelet ready", started)

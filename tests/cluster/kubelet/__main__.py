@@ -20,6 +20,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster.kubelet", description=__doc__)
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--state", type=Path, required=True, help="directory for pods, logs and volumes")
+    parser.add_argument("--pki", type=Path, required=True,
+                        help="directory with ca.crt and kubelet-serving.crt/.key")
     parser.add_argument("--node-name", default=socket.gethostname().split(".")[0].lower() or "testbed")
     parser.add_argument("--apiserver-port", type=int, default=6443)
     parser.add_argument("--cpu", default="8", help="allocatable cpu (default 8)")
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         host_ip=net.host_ip,
         apiserver_port=args.apiserver_port,
         state=args.state,
+        pki=args.pki,
         network=net,
         image_envs=[ImageEnv.parse(text) for text in args.image_env],
         capacity=capacity,

@@ -34,6 +34,7 @@ class Kube:
         cluster = next(c for c in doc["clusters"] if c["name"] == context["cluster"])["cluster"]
         user = next(u for u in doc["users"] if u["name"] == context["user"])["user"]
         session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override the cluster CA, proxies would misroute
         session.verify = cluster["certificate-authority"]
         session.cert = (user["client-certificate"], user["client-key"])
         return cls(cluster["server"], session)

@@ -30,6 +30,7 @@ class KubeletConfig:
     host_ip: str
     apiserver_port: int
     state: Path
+    pki: Path  # ca.crt, and kubelet-serving.crt/.key for the log server
     network: PodNetwork
     image_envs: list[ImageEnv] = field(default_factory=list)
     capacity: dict[str, str] = field(default_factory=dict)

@@ -87,7 +87,7 @@ def _handler(kubelet: Kubelet) -> type[BaseHTTPRequestHandler]:
 
 
 def serve_logs(kubelet: Kubelet, stopping: threading.Event) -> None:
-    pki = kubelet.config.state / "pki"
+    pki = kubelet.config.pki
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(pki / "kubelet-serving.crt"), str(pki / "kubelet-serving.key"))
     context.load_verify_locations(str(pki / "ca.crt"))
