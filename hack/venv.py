@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Create (once) and print the project's virtual environment, keyed by pyproject.toml's dependencies.
+"""Create (once) and print the project's virtual environment, keyed by pyproject.toml's dependencies
+and package layout.
 
 It lives in the tool cache, not the checkout, so that CI's fresh clone finds it warm on a second run.
 Usage: python3 hack/venv.py [--print-only]
@@ -19,10 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def requirements() -> list[str]:
-    """The dependency lists of pyproject.toml: what the environment's contents depend on."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    """What the environment's contents depend on: the dependency lists and the package layout."""
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = doc["project"]
     extras = project.get("optional-dependencies", {})
-    return sorted(project.get("dependencies", [])) + [f"{k}:{sorted(v)}" for k, v in sorted(extras.items())]
+    layout = json.dumps(doc.get("tool", {}).get("setuptools", {}), sort_keys=True)
+    scripts = json.dumps(project.get("scripts", {}), sort_keys=True)
+    deps = sorted(project.get("dependencies", [])) + [f"{k}:{sorted(v)}" for k, v in sorted(extras.items())]
+    return [*deps, layout, scripts]
 
 
 def venv_path() -> Path:

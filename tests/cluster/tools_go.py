@@ -208,14 +208,14 @@ def _build_kubernetes(out: Path, work: Path, env: dict[str, str]) -> None:
         "gitMinor": minor,
         "gitCommit": "",
         "gitTreeState": "clean",
-        "buildDate": info.get("Time", "1970-01-01T00:00:00Z"),
+        "buildDate": json.loads(Path(info["Info"]).read_text()).get("Time", "1970-01-01T00:00:00Z"),
     }
     ldflags = ["-s", "-w"] + [
         f"-X {pkg}.{key}={value}"
         for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
         for key, value in values.items()
     ]
-    _log(f"compiling {', '.join(KUBE_COMMANDS)} (one go build; 15-30 min on 2 cores when cold)")
+    _log(f"compiling {', '.join(KUBE_COMMANDS)} (one go build; several minutes when cold)")
     build = ["go", "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", f"{out}/", *packages]
     _run(build, cwd=work, env=env, log=log)
     _check_version(out / "kube-apiserver", ["--version"], f"Kubernetes {KUBERNETES_VERSION}", env, log)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import Cluster
+from tests.conftest import Cluster, PulsarURLs
 from tests.support import get_json, logs, wait_pod_phase, wait_until
 
 pytestmark = pytest.mark.integration
@@ -210,3 +210,47 @@ def test_graceful_deletion_sigterm_then_sigkill(testbed_cluster: Cluster, namesp
         assert found.stdout.strip() == "", "the SIGTERM-ignoring process survived its grace period"
         polite_logs = list((testbed_cluster.state / "kubelet" / "pods").glob(f"{namespace}_polite_*/logs/c/0.log"))
         assert polite_logs and "got SIGTERM" in polite_logs[0].read_text()
+
+
+PULSAR_FROM_POD = """
+import os, pulsar
+client = pulsar.Client(os.environ["PULSAR_URL"], operation_timeout_seconds=30)
+producer = client.create_producer(os.environ["TOPIC"])
+producer.send(("hello from " + os.environ["HOSTNAME"]).encode())
+client.close()
+print("sent", flush=True)
+"""
+
+
+def test_pod_reaches_pulsar(testbed_cluster: Cluster, namespace: str, pulsar_broker: PulsarURLs) -> None:
+    import pulsar
+
+    topic = f"persistent://public/default/from-pod-{namespace}"
+    client = pulsar.Client(pulsar_broker.service_url, operation_timeout_seconds=30)
+    consumer = client.subscribe(topic, "host", initial_position=pulsar.InitialPosition.Earliest)
+    try:
+        testbed_cluster.kubectl("create", "configmap", "script", "-n", namespace,
+                                "--from-literal=send.py=" + PULSAR_FROM_POD)
+        apply(testbed_cluster, namespace, f"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: producer}}
+            spec:
+              restartPolicy: Never
+              containers:
+              - name: c
+                image: python:3.11
+                command: [python, /scripts/send.py]
+                env:
+                - {{name: PULSAR_URL, value: "{pulsar_broker.service_url}"}}
+                - {{name: TOPIC, value: "{topic}"}}
+                volumeMounts: [{{name: scripts, mountPath: /scripts}}]
+              volumes: [{{name: scripts, configMap: {{name: script}}}}]
+        """)
+        phase = wait_pod_phase(testbed_cluster, namespace, "producer", {"Succeeded", "Failed"})
+        assert phase == "Succeeded", logs(testbed_cluster, namespace, "producer")
+        message = consumer.receive(timeout_millis=30_000)
+        assert message.data() == b"hello from producer"
+        consumer.acknowledge(message)
+    finally:
+        client.close()
