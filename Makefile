@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := $(shell $(PYTHON) hack/venv.py --print-only)
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-LINT_PATHS := tests hack
+LINT_PATHS := workers tests hack
 
 .DEFAULT_GOAL := help
 .PHONY: help venv tools lint unit test testbed-up testbed-down testbed-status clean

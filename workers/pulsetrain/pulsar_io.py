@@ -1,0 +1,85 @@
+"""Pulsar clients for the workers and the producer: authentication, the shared consumer, dead letters.
+
+One place decides how pulsetrain talks to Pulsar, so the trainer, the producer and later the
+predictor agree: one shared (or key-shared) subscription for all workers, ack timeout off (messages
+are acknowledged only after the checkpoint that contains them is durable), a bounded receiver queue
+so no worker hoards messages, and malformed messages republished to the dead-letter topic with the
+reason as a property. Secrets are read when connecting and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulsar
+
+from pulsetrain.config_model import PulsarConfig, TlsAuth, TokenAuth
+
+log = logging.getLogger(__name__)
+
+REASON_PROPERTY = "pulsetrain.reason"
+ORIGINAL_ID_PROPERTY = "pulsetrain.originalMessageId"
+ORIGINAL_TOPIC_PROPERTY = "pulsetrain.originalTopic"
+
+
+def connect(config: PulsarConfig, environ: Mapping[str, str] | None = None) -> pulsar.Client:
+    """A client for `config.service_url`, with token or TLS authentication when configured."""
+    auth: pulsar.Authentication | None = None
+    if isinstance(config.authentication, TokenAuth):
+        auth = pulsar.AuthenticationToken(config.authentication.read(environ).reveal())
+    elif isinstance(config.authentication, TlsAuth):
+        auth = pulsar.AuthenticationTLS(config.authentication.cert_file, config.authentication.key_file)
+    log.info("connecting to %s (authentication: %s)", config.service_url,
+             type(config.authentication).__name__ if config.authentication else "none")
+    return pulsar.Client(
+        config.service_url,
+        authentication=auth,
+        tls_trust_certs_file_path=config.tls_trust_certs_file,
+        operation_timeout_seconds=30,
+        logger=logging.getLogger("pulsar.client"),
+    )
+
+
+def subscribe(client: pulsar.Client, config: PulsarConfig) -> pulsar.Consumer:
+    """The worker's consumer on the pipeline's one shared subscription (ack timeout off)."""
+    kind = pulsar.ConsumerType.KeyShared if config.subscription_type == "KeyShared" else pulsar.ConsumerType.Shared
+    position = (pulsar.InitialPosition.Latest if config.initial_position == "Latest"
+                else pulsar.InitialPosition.Earliest)
+    return client.subscribe(
+        config.topic,
+        config.subscription,
+        consumer_type=kind,
+        initial_position=position,
+        receiver_queue_size=config.receiver_queue_size,
+        batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(
+            config.batch_receive_max_messages, -1, config.batch_receive_timeout_ms
+        ),
+    )
+
+
+@dataclass
+class DeadLetters:
+    """Republishes malformed messages to the dead-letter topic with the reason; counts them by reason."""
+
+    producer: pulsar.Producer
+    source_topic: str
+
+    @classmethod
+    def open(cls, client: pulsar.Client, config: PulsarConfig) -> DeadLetters:
+        producer = client.create_producer(config.dlq_topic, batching_enabled=True, block_if_queue_full=True)
+        return cls(producer, config.topic)
+
+    def send(self, message: pulsar.Message, reason: str) -> None:
+        """Publish a copy (same payload, original properties and key, plus the reason); waits for it."""
+        properties = dict(message.properties())
+        properties[REASON_PROPERTY] = reason
+        properties[ORIGINAL_ID_PROPERTY] = str(message.message_id())
+        properties[ORIGINAL_TOPIC_PROPERTY] = message.topic_name() or self.source_topic
+        key = message.partition_key()
+        self.producer.send(message.data(), properties=properties, partition_key=key or None)
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
