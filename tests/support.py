@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -45,3 +46,8 @@ def wait_pod_phase(cluster: Cluster, namespace: str, name: str, phases: set[str]
 def logs(cluster: Cluster, namespace: str, pod: str, container: str | None = None) -> str:
     args = ["logs", "-n", namespace, pod] + (["-c", container] if container else [])
     return cluster.kubectl(*args, check=False).stdout
+
+
+def apply(cluster: Cluster, namespace: str, manifest: str) -> None:
+    """`kubectl apply` an indented YAML string (one or more documents) in `namespace`."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=textwrap.dedent(manifest))

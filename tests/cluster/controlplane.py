@@ -83,9 +83,10 @@ def write_kubeconfig(path: Path, server: str, ca: Path, client: CertPair, user: 
     path.chmod(0o600)
 
 
-def _https_ok(url: str, context: ssl.SSLContext) -> bool:
+def _healthy(url: str, context: ssl.SSLContext | None) -> bool:
+    """GET `url` answers 200 (`context` is only used for https URLs)."""
     try:
-        with urllib.request.urlopen(url, context=context, timeout=3) as response:
+        with urllib.request.urlopen(url, context=context if url.startswith("https") else None, timeout=3) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -196,7 +197,7 @@ class ControlPlane:
         started = time.monotonic()
         daemon = self.daemons[name]
         while time.monotonic() - started < timeout:
-            if _https_ok(check_url, context) if check_url.startswith("https") else _http_ok(check_url):
+            if _healthy(check_url, context):
                 log.info("%s healthy after %.1fs", name, time.monotonic() - started)
                 return
             if not daemon.running():
@@ -236,11 +237,3 @@ def running(state: Path) -> dict[str, bool]:
 def stop(state: Path) -> None:
     for daemon in reversed(daemons(state).values()):
         daemon.stop(grace=10.0)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False

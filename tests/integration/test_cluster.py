@@ -10,13 +10,9 @@ import urllib.request
 import pytest
 
 from tests.conftest import Cluster
-from tests.support import get_json, logs, wait_pod_phase, wait_until
+from tests.support import apply, get_json, logs, wait_pod_phase, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def apply(cluster: Cluster, namespace: str, manifest: str) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=textwrap.dedent(manifest))
 
 
 def test_deployment_gets_replicaset_and_ready_pod(testbed_cluster: Cluster, namespace: str) -> None:

@@ -4,19 +4,14 @@ liveness probes, and graceful deletion (SIGTERM, grace period, SIGKILL, object r
 from __future__ import annotations
 
 import subprocess
-import textwrap
 import time
 
 import pytest
 
 from tests.conftest import Cluster, PulsarURLs
-from tests.support import get_json, logs, wait_pod_phase, wait_until
+from tests.support import apply, get_json, logs, wait_pod_phase, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def apply(cluster: Cluster, namespace: str, manifest: str) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=textwrap.dedent(manifest))
 
 
 def test_env_sources_and_volumes(testbed_cluster: Cluster, namespace: str) -> None:

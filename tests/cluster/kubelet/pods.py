@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from tests.cluster import network
 from tests.cluster.kubelet.api import NotFound, Obj, pod_path
-from tests.cluster.kubelet.env import ConfigError, container_env
+from tests.cluster.kubelet.env import ConfigError, Lookup, container_env
 from tests.cluster.kubelet.probes import ProbeState
 from tests.cluster.kubelet.runtime import ContainerProcess, base_env, container_argv, image_prefix
 from tests.cluster.kubelet.status import ContainerRecord, now, pod_status
@@ -73,7 +73,8 @@ class PodWorker(threading.Thread):
     def log_path(self, container: str, restart: int) -> Path:
         return self.dir / "logs" / container / f"{restart}.log"
 
-    def _lookup(self, kind: str):  # type: ignore[no-untyped-def]
+    def _lookup(self, kind: str) -> Lookup:
+        """Data of a ConfigMap or Secret of the pod's namespace by name; None when it does not exist."""
         namespace = self.pod["metadata"]["namespace"]
 
         def lookup(name: str) -> dict[str, str] | None:
@@ -290,7 +291,8 @@ class PodWorker(threading.Thread):
                     log.exception("%s: tick failed", self.key)
                 self.gone.wait(TICK)
         finally:
-            self._terminate_all() if any(s.process for s in self.init_slots + self.slots) else None
+            if any(s.process for s in self.init_slots + self.slots):
+                self._terminate_all()
             self._teardown_sandbox()
             self.kubelet.forget(self)
 
