@@ -1,0 +1,154 @@
+"""The ledger: round trip, restore from several workers, atomic writes, corrupt files, pruning, windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pulsetrain.ledger import Ledger, LedgerError, MissingLedger, ledger_path, read_ledger
+
+
+def ids(*names: str) -> list[bytes]:
+    return [name.encode() for name in names]
+
+
+def test_record_commit_restore_round_trip(tmp_path: Path) -> None:
+    ledger = Ledger()
+    ledger.record(ids("a", "b"))
+    ledger.record(ids("c", "a"))  # recording twice is harmless
+    assert ledger.pending() == ids("a", "b", "c")
+    assert ledger.is_pending(b"a") and not ledger.is_duplicate(b"a")
+
+    acked = ledger.commit(tmp_path, "ckpt-1", 0, num_workers=1)
+
+    assert acked == ids("a", "b", "c")
+    assert ledger.pending() == []
+    assert ledger.is_duplicate(b"b") and not ledger.is_pending(b"b")
+    assert ledger_path(tmp_path, "ckpt-1", 0).is_file()
+    restored = Ledger.restore(tmp_path, "ckpt-1")
+    assert restored.covered == frozenset(ids("a", "b", "c"))
+    assert restored.pending() == []
+    assert not restored.is_duplicate(b"d")
+
+
+def test_binary_ids_survive_the_file_format(tmp_path: Path) -> None:
+    odd = [b"", b"\x00", bytes(range(256)), b"\xff" * 1000]
+    ledger = Ledger()
+    ledger.record(odd)
+    ledger.commit(tmp_path, "ckpt-1", 0, num_workers=1)
+    assert Ledger.restore(tmp_path, "ckpt-1").covered == frozenset(odd)
+
+
+def test_restore_loads_every_workers_file(tmp_path: Path) -> None:
+    for worker, names in enumerate([("a", "b"), ("c",), ()]):
+        ledger = Ledger()
+        ledger.record(ids(*names))
+        ledger.commit(tmp_path, "ckpt-7", worker, num_workers=3)
+
+    restored = Ledger.restore(tmp_path, "ckpt-7")
+
+    # a message worker 0 trained on, redelivered to worker 1 after the restart, is still a duplicate
+    assert restored.covered == frozenset(ids("a", "b", "c"))
+    assert all(restored.is_duplicate(i) for i in ids("a", "b", "c"))
+
+
+def test_restore_refuses_a_checkpoint_missing_a_workers_file(tmp_path: Path) -> None:
+    ledger = Ledger()
+    ledger.record(ids("a"))
+    ledger.commit(tmp_path, "ckpt-2", 0, num_workers=2)
+    with pytest.raises(MissingLedger, match=r"written by 2 worker\(s\) but missing \['ckpt-2.ledger-1'\]"):
+        Ledger.restore(tmp_path, "ckpt-2")
+    with pytest.raises(MissingLedger, match="no ledger files"):
+        Ledger.restore(tmp_path, "ckpt-3")
+
+
+def test_a_leftover_temporary_file_is_ignored_and_pruned(tmp_path: Path) -> None:
+    ledger = Ledger()
+    ledger.record(ids("a"))
+    ledger.commit(tmp_path, "ckpt-1", 0, num_workers=1)
+    # a crash between writing and renaming leaves a temporary file with garbage in it
+    leftover = tmp_path / ".ckpt-1.ledger-1.tmp.4242"
+    leftover.write_bytes(b"half-written")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [leftover.name]
+
+    assert Ledger.restore(tmp_path, "ckpt-1").covered == frozenset(ids("a"))
+    assert Ledger.prune(tmp_path, keep={"ckpt-9"}) == sorted([leftover, ledger_path(tmp_path, "ckpt-1", 0)])
+
+
+def test_commit_leaves_no_temporary_file(tmp_path: Path) -> None:
+    ledger = Ledger()
+    ledger.record(ids("a"))
+    ledger.commit(tmp_path, "ckpt-1", 0, num_workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-1.ledger-0"]
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda b: b[:-3], "corrupt or truncated ledger file"),
+    (lambda b: b[:10], r"truncated ledger file \(10 bytes"),
+    (lambda b: b[:30] + bytes([b[30] ^ 1]) + b[31:], "checksum mismatch"),
+    (lambda b: b"NOTLEDGR" + b[8:], "not a ledger file"),
+    (lambda b: b[:8] + b"\x09\x00" + b[10:], "version 9 is not supported; allowed 1"),
+])
+def test_a_corrupt_file_is_rejected_naming_it(tmp_path: Path, damage: object, message: str) -> None:
+    ledger = Ledger()
+    ledger.record(ids("message-one", "message-two"))
+    ledger.commit(tmp_path, "ckpt-1", 0, num_workers=1)
+    path = ledger_path(tmp_path, "ckpt-1", 0)
+    assert callable(damage)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(LedgerError, match=message) as caught:
+        Ledger.restore(tmp_path, "ckpt-1")
+    assert str(path) in str(caught.value)
+
+
+def test_prune_keeps_ledgers_of_existing_checkpoints_only(tmp_path: Path) -> None:
+    for name in ("ckpt-1", "ckpt-2", "ckpt-3"):
+        for worker in range(2):
+            ledger = Ledger()
+            ledger.record(ids(f"{name}-{worker}"))
+            ledger.commit(tmp_path, name, worker, num_workers=2)
+    (tmp_path / "ckpt-1.index").write_text("not a ledger")
+
+    removed = Ledger.prune(tmp_path, keep={"ckpt-2", "ckpt-3"})
+
+    assert sorted(p.name for p in removed) == ["ckpt-1.ledger-0", "ckpt-1.ledger-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-1.index", "ckpt-2.ledger-0", "ckpt-2.ledger-1", "ckpt-3.ledger-0", "ckpt-3.ledger-1"]
+
+
+def test_only_the_last_windows_are_kept_in_memory_and_on_disk(tmp_path: Path) -> None:
+    ledger = Ledger(keep_windows=2)
+    for step in range(1, 5):
+        ledger.record(ids(f"m{step}"))
+        ledger.commit(tmp_path, f"ckpt-{step}", 0, num_workers=1)
+        ledger.commit(tmp_path, f"ckpt-{step}-idle", 0, num_workers=1)  # nothing trained: no window
+    assert ledger.covered == frozenset(ids("m3", "m4"))
+    assert not ledger.is_duplicate(b"m2")
+    assert read_ledger(ledger_path(tmp_path, "ckpt-3", 0)).windows == (frozenset(ids("m2")),
+                                                                       frozenset(ids("m3")))
+    assert Ledger.restore(tmp_path, "ckpt-4-idle", keep_windows=2).covered == frozenset(ids("m3", "m4"))
+
+
+def test_restored_windows_merge_newest_with_newest_and_carry_forward(tmp_path: Path) -> None:
+    workers = [Ledger(keep_windows=2), Ledger(keep_windows=2)]
+    for step in (1, 2, 3):
+        for w, ledger in enumerate(workers):
+            ledger.record(ids(f"w{w}s{step}"))
+            ledger.commit(tmp_path, f"ckpt-{step}", w, num_workers=2)
+
+    restored = Ledger.restore(tmp_path, "ckpt-3", keep_windows=2)
+    assert restored.windows == [frozenset(ids("w0s2", "w1s2")), frozenset(ids("w0s3", "w1s3"))]
+    # after the restart a gang of one: its next checkpoint still remembers the newest restored window
+    restored.record(ids("new"))
+    restored.commit(tmp_path, "ckpt-4", 0, num_workers=1)
+    assert Ledger.restore(tmp_path, "ckpt-4", keep_windows=2).covered == frozenset(ids("w0s3", "w1s3", "new"))
+
+
+def test_bad_arguments_name_what_is_allowed(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keep_windows: 0 is not allowed; it must be at least 1"):
+        Ledger(keep_windows=0)
+    with pytest.raises(ValueError, match=r"worker_index: 2 is out of range; allowed 0..1"):
+        Ledger().commit(tmp_path, "ckpt-1", 2, num_workers=2)
+    with pytest.raises(TypeError, match="expected bytes"):
+        Ledger().record(["a"])  # type: ignore[list-item]

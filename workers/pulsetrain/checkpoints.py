@@ -1,0 +1,87 @@
+"""Checkpoints that are only trusted once every worker's ledger is beside them.
+
+A checkpoint is *committed* when (1) all workers took part in saving it (the chief writes the real one,
+the others write to a scratch directory they delete, as MultiWorkerMirroredStrategy requires), (2)
+every worker wrote its ledger of covered message IDs beside it, and (3) the chief wrote the
+`{name}.committed` marker after a barrier. Restore picks the newest committed checkpoint, so a crash
+anywhere in between falls back to the previous one, whose messages were not acknowledged yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from pulsetrain.ledger import Ledger
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^ckpt-(\d+)\.committed$")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointStore:
+    def __init__(self, checkpoint: tf.train.Checkpoint, directory: Path, worker_index: int, is_chief: bool,
+                 keep: int) -> None:
+        self.directory, self.worker_index, self.is_chief = directory, worker_index, is_chief
+        directory.mkdir(parents=True, exist_ok=True)
+        self.write_dir = directory if is_chief else directory / f".worker-{worker_index}-scratch"
+        self.manager = tf.train.CheckpointManager(checkpoint, str(self.write_dir), max_to_keep=keep,
+                                                  checkpoint_name="ckpt")
+        self.checkpoint = checkpoint
+
+    def committed(self) -> list[int]:
+        """Steps of committed checkpoints whose files still exist, oldest first."""
+        steps = []
+        for path in self.directory.iterdir():
+            match = _NAME.match(path.name)
+            if match and (self.directory / f"ckpt-{match.group(1)}.index").exists():
+                steps.append(int(match.group(1)))
+        return sorted(steps)
+
+    def restore(self, keep_windows: int) -> tuple[int | None, Ledger]:
+        """Restore the newest committed checkpoint (variables and the merged ledger); (None, empty) if none."""
+        for step in reversed(self.committed()):
+            name = f"ckpt-{step}"
+            try:
+                ledger = Ledger.restore(self.directory, name, keep_windows)
+            except Exception as exc:  # an incomplete or damaged ledger: fall back to an older checkpoint
+                log.warning("skipping checkpoint %s: %s", name, exc)
+                continue
+            self.checkpoint.restore(str(self.directory / name)).assert_existing_objects_matched()
+            log.info("restored %s", self.directory / name)
+            return step, ledger
+        return None, Ledger(keep_windows)
+
+    def save(self, step: int) -> str:
+        """Every worker calls this at the same step; returns the checkpoint's name (`ckpt-{step}`)."""
+        path = self.manager.save(checkpoint_number=step)
+        return Path(path).name
+
+    def mark_committed(self, name: str) -> None:
+        """The chief's last act of a commit, after every ledger is written."""
+        marker = self.directory / f"{name}.committed"
+        marker.write_text("committed\n")
+        _fsync_dir(self.directory)
+
+    def tidy(self) -> None:
+        """Drop scratch checkpoints (non-chief) and the ledgers/markers of checkpoints the manager deleted."""
+        if not self.is_chief:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
+            return
+        alive = {Path(p).name for p in self.manager.checkpoints}
+        for path in self.directory.glob("ckpt-*.committed"):
+            if path.name.removesuffix(".committed") not in alive:
+                path.unlink(missing_ok=True)
+        Ledger.prune(self.directory, alive)

@@ -1,0 +1,69 @@
+"""Run a gang of workers as local processes: the engine of `pulsetrain run` and of the trainer tests.
+
+Each worker gets TF_CONFIG with `127.0.0.1:{base_port + i}` addresses (different ports, because the
+collective server binds 0.0.0.0 and these processes share one network namespace), its own metrics
+port and the same configuration file. Stopping sends SIGTERM, waits, then SIGKILLs, as a kubelet
+would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class LocalGang:
+    config_path: Path
+    workers: int
+    base_port: int = 23400
+    metrics_base_port: int = 9100
+    log_dir: Path | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{self.base_port + i}" for i in range(self.workers)]
+
+    def env(self, index: int) -> dict[str, str]:
+        tf_config = {"cluster": {"worker": self.addresses()}, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ)
+        env.update(TF_CONFIG=json.dumps(tf_config), PULSETRAIN_METRICS_PORT=str(self.metrics_base_port + index),
+                   TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        return env
+
+    def start_worker(self, index: int, summary: Path | None = None) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "pulsetrain.worker", "--config", str(self.config_path)]
+        if summary is not None:
+            argv += ["--summary", str(summary)]
+        log_dir = self.log_dir or self.config_path.parent
+        log = open(log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115 - owned by the child process
+        proc = subprocess.Popen(argv, env=self.env(index), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        log.close()
+        return proc
+
+    def start(self, summaries: Path | None = None) -> None:
+        self.processes = [self.start_worker(i, summaries / f"summary-{i}.json" if summaries else None)
+                          for i in range(self.workers)]
+
+    def wait(self, timeout: float) -> list[int | None]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.processes):
+            time.sleep(0.2)
+        return [p.poll() for p in self.processes]
+
+    def stop(self, grace: float = 30.0) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        self.wait(grace)
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -1,0 +1,241 @@
+"""The synchronous streaming training loop: every worker takes part in every step, in lock-step.
+
+Each iteration every worker (1) tops up its buffer from Pulsar, (2) all-reduces a few flags (rows it
+has, idle, stop requested, checkpoint due), (3) if any worker has rows, runs one training step in
+which each worker's batch is padded to the batch size with zero-weight rows and the loss is divided
+by the global number of real rows, and (4) decides, from the reduced flags that every worker sees
+identically, whether to checkpoint, export or stop. So uneven streams never deadlock, all workers
+stop on the same step, and SIGTERM anywhere means: finish the step, checkpoint, acknowledge, exit.
+Messages are acknowledged only after the checkpoint that contains them is committed (see
+`checkpoints.py`); two int64 sum variables count the samples and a digest of their payloads, so a
+test can prove each message trained exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from pulsetrain.checkpoints import CheckpointStore
+from pulsetrain.config import TFConfig, WorkerConfig
+from pulsetrain.export import export
+from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
+from pulsetrain.source import Rows, Source
+from pulsetrain.stats import batch_statistics, metric_values, statistic_size
+from pulsetrain.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+COLLECTIVE_TIMEOUT_S = 600
+SUM = tf.distribute.ReduceOp.SUM
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING,
+        timeout_seconds=COLLECTIVE_TIMEOUT_S,
+    )
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Per-worker flags, all-reduced with SUM each iteration."""
+
+    rows: float
+    idle: float
+    stop: float
+    checkpoint_due: float
+    export_due: float
+
+    def vector(self) -> npt.NDArray[np.float32]:
+        return np.array([self.rows, self.idle, self.stop, self.checkpoint_due, self.export_due], np.float32)
+
+
+class Trainer:
+    def __init__(self, config: WorkerConfig, tf_config: TFConfig | None, telemetry: Telemetry,
+                 stop_requested: threading.Event) -> None:
+        self.config, self.telemetry, self.stop_requested = config, telemetry, stop_requested
+        self.index = tf_config.task_index if tf_config else 0
+        self.num_workers = tf_config.num_workers if tf_config else 1
+        self.is_chief = self.index == 0
+        self.batch = config.training.batch_size
+        self.strategy = make_strategy()
+        with self.strategy.scope():
+            self.network = build_network(config)
+            self.optimizer = build_optimizer(config)
+            self.normalizer = Normalizer(config.data.feature_size)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+            on_read = {"synchronization": tf.VariableSynchronization.ON_READ,
+                       "aggregation": tf.VariableAggregation.SUM, "trainable": False}
+            self.trained = tf.Variable(0, dtype=tf.int64, name="trained_samples", **on_read)
+            self.digest_sum = tf.Variable(0, dtype=tf.int64, name="trained_digest_sum", **on_read)
+            self.network.build((None, config.data.feature_size))
+            self.optimizer.build(self.network.trainable_variables)
+        checkpoint = tf.train.Checkpoint(network=self.network, optimizer=self.optimizer,
+                                         normalizer=self.normalizer, step=self.step, trained=self.trained,
+                                         digest_sum=self.digest_sum)
+        self.store = CheckpointStore(checkpoint, Path(config.storage.checkpoint_dir), self.index, self.is_chief,
+                                     config.training.keep_checkpoints)
+        self._sync_fn = tf.function(self._sync)
+        self._train_fn = tf.function(self._train)
+        self._stat_size = statistic_size(config)
+
+    # -- collectives ------------------------------------------------------------------------------
+    def _sync(self, values: tf.Tensor) -> tf.Tensor:
+        return self.strategy.reduce(SUM, self.strategy.run(tf.identity, args=(values,)), axis=None)
+
+    def allreduce(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        return np.asarray(self._sync_fn(tf.constant(np.asarray(values, np.float32))).numpy(), np.float64)
+
+    def _train(self, x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, digests: tf.Tensor,
+               global_rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def replica(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, d: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                logits = self.network(self.normalizer(x), training=True)
+                loss = tf.reduce_sum(per_example_loss(self.config, y, logits) * w) / global_rows
+            grads = tape.gradient(loss, self.network.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.network.trainable_variables, strict=True))
+            real = tf.cast(w, tf.int64)
+            self.trained.assign_add(tf.reduce_sum(real))
+            self.digest_sum.assign_add(tf.reduce_sum(d * real))
+            return loss, batch_statistics(self.config, y, tf.stop_gradient(logits), w)
+
+        loss, stats = self.strategy.run(replica, args=(x, y, w, digests))
+        self.step.assign_add(1)
+        return self.strategy.reduce(SUM, loss, axis=None), self.strategy.reduce(SUM, stats, axis=None)
+
+    def barrier(self) -> None:
+        self.allreduce([1.0])
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _padded(self, rows: Rows) -> tuple[Any, ...]:
+        n, size = len(rows), self.config.data.feature_size
+        x = np.zeros((self.batch, size), np.float32)
+        y = np.zeros((self.batch, *rows.labels.shape[1:]), rows.labels.dtype if n else np.int64)
+        w, d = np.zeros(self.batch, np.float32), np.zeros(self.batch, np.int64)
+        x[:n], y[:n], w[:n], d[:n] = rows.features, rows.labels, 1.0, rows.digests
+        return tf.constant(x), tf.constant(y), tf.constant(w), tf.constant(d)
+
+    def _normalisation(self, source: Source) -> None:
+        """Estimate mean/std over the first `estimateRecords` rows of all workers (or set given ones)."""
+        norm = self.config.data.normalization
+        if bool(self.normalizer.ready.numpy()) or norm.mode == "none":
+            return
+        if norm.mode == "given":
+            self.normalizer.set(norm.mean or (), norm.std or ())
+            return
+        self.telemetry.set_state("waiting-for-peers", "collecting rows to estimate normalisation")
+        while True:
+            source.fill(norm.estimate_records)
+            idle = source.idle_for() >= self.config.training.idle_timeout_seconds
+            rows, idle_count, stop, _, _ = self.allreduce([source.buffered, float(idle),
+                                                           float(self.stop_requested.is_set()), 0, 0])
+            if rows >= norm.estimate_records or idle_count == self.num_workers or stop:
+                break
+        sample = source.buffered_features()[: norm.estimate_records]
+        size = self.config.data.feature_size
+        totals = self.allreduce(np.concatenate([sample.sum(0), np.square(sample).sum(0), [len(sample)]])
+                                if len(sample) else np.zeros(2 * size + 1))
+        count = max(totals[-1], 1.0)
+        mean = totals[:size] / count
+        std = np.sqrt(np.maximum(totals[size:2 * size] / count - np.square(mean), 0.0))
+        self.normalizer.set(mean, std)
+        log.info("normalisation estimated from %d rows", int(totals[-1]))
+
+    def _commit(self, source: Source, ledger: Any, step: int) -> None:
+        self.telemetry.set_state("checkpointing")
+        name = self.store.save(step)
+        self.barrier()  # the chief's checkpoint is written
+        to_ack = ledger.commit(self.store.directory, name, self.index, num_workers=self.num_workers)
+        self.barrier()  # every ledger is written
+        if self.is_chief:
+            self.store.mark_committed(name)
+        self.barrier()  # the commit marker is durable
+        self.telemetry.acknowledged(source.acknowledge(to_ack))
+        self.store.tidy()
+        self.telemetry.checkpointed(step, str(self.store.directory / name))
+        self.telemetry.set_state("training")
+
+    def _export(self, step: int, metrics: dict[str, float]) -> None:
+        self.telemetry.set_state("exporting")
+        result = export(self.config, self.network, self.normalizer, is_chief=self.is_chief, worker_index=self.index,
+                        step=step, samples=int(self.trained.numpy()), metrics=metrics)
+        self.barrier()
+        if result:
+            self.telemetry.exported(result[0], str(result[1]))
+            log.info("exported version %d to %s", *result)
+        self.telemetry.set_state("training")
+
+    def run(self) -> dict[str, Any]:
+        """Train until the stream is exhausted (bounded), a limit, or a stop request; returns a summary."""
+        training = self.config.training
+        restored_step, ledger = self.store.restore(self.config.training.keep_checkpoints)
+        trained = int(self.trained.numpy())
+        self.telemetry.restored(int(self.step.numpy()), trained)
+        source = Source(self.config, ledger, self.telemetry.dead_lettered, self.telemetry.received)
+        metrics: dict[str, float] = {}
+        try:
+            self._normalisation(source)
+            self.telemetry.set_state("training")
+            step, last_checkpoint, last_export = int(self.step.numpy()), time.monotonic(), time.monotonic()
+            stats_window, rows_window, global_samples = np.zeros(self._stat_size), 0.0, trained
+            dirty, local_rows = False, 0
+            while True:
+                source.fill(self.batch)
+                if source.unavailable:
+                    self.telemetry.set_state("source-unavailable", source.unavailable)
+                rows = source.take(self.batch)
+                every_s = training.checkpoint_every_seconds
+                export_s = training.export_every_seconds
+                flags = Flags(
+                    rows=len(rows),
+                    idle=float(source.idle_for() >= (training.idle_timeout_seconds or float("inf"))),
+                    stop=float(self.stop_requested.is_set()),
+                    checkpoint_due=float(bool(every_s) and time.monotonic() - last_checkpoint >= (every_s or 0)),
+                    export_due=float(bool(export_s) and time.monotonic() - last_export >= (export_s or 0)),
+                )
+                total_rows, idle, stop, checkpoint_due, export_due = self.allreduce(flags.vector())
+                if total_rows > 0:
+                    started = time.monotonic()
+                    loss, stats = self._train_fn(*self._padded(rows), tf.constant(total_rows, tf.float32))
+                    ledger.record(rows.ids)
+                    step, dirty, local_rows = step + 1, True, local_rows + len(rows)
+                    global_samples += int(total_rows)
+                    stats_window += stats.numpy()
+                    rows_window += total_rows
+                    metrics = metric_values(self.config, stats_window, rows_window) or metrics
+                    self.telemetry.step_done(step, len(rows), float(loss.numpy()), metrics,
+                                             time.monotonic() - started)
+                    if rows_window >= 20 * self.batch * self.num_workers:
+                        stats_window, rows_window = np.zeros(self._stat_size), 0.0
+                finished = bool(stop) or (training.mode == "bounded" and (
+                    (idle == self.num_workers and total_rows == 0)
+                    or (training.max_steps is not None and step >= training.max_steps)
+                    or (training.max_messages is not None and global_samples >= training.max_messages)))
+                if dirty and (finished or checkpoint_due or step % training.checkpoint_every_steps == 0):
+                    self._commit(source, ledger, step)
+                    last_checkpoint, dirty = time.monotonic(), False
+                if training.mode == "continuous" and (export_due or (
+                        training.export_every_steps and step and step % training.export_every_steps == 0
+                        and total_rows > 0)):
+                    self._export(step, metrics)
+                    last_export = time.monotonic()
+                if finished:
+                    break
+            if training.mode == "bounded" or step > (restored_step or 0):
+                self._export(step, metrics)
+            self.telemetry.set_state("finished")
+            progress = self.telemetry.snapshot()
+            return {"step": step, "trainedSamples": int(self.trained.numpy()),
+                    "digestSum": int(self.digest_sum.numpy()), "metrics": metrics, "localRows": local_rows,
+                    "received": progress.messages_received, "deadLettered": progress.dead_lettered.total}
+        finally:
+            source.close()

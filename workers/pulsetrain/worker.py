@@ -1,0 +1,131 @@
+"""`python -m pulsetrain.worker --config FILE`: one training worker, as run in every pod.
+
+Order matters here: parse and validate the configuration (exit 2 on a bad one, before anything slow);
+start the telemetry endpoint; hold our own collective port open and wait until every peer's address
+resolves and accepts connections (exit 3 naming the missing peer, instead of TensorFlow hanging
+without explanation); only then import TensorFlow and train. SIGTERM or SIGINT asks the gang to stop
+after the current step, checkpoint and acknowledge; the worker then exits 0.
+
+Exit codes: 0 done, 1 unexpected error (retryable), 2 invalid configuration (permanent),
+3 peers unreachable (retryable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from pulsetrain.config import ConfigError, TFConfig, WorkerConfig, load_config_file, tf_config_from_env
+from pulsetrain.http_server import serve
+from pulsetrain.peers import PeerTimeout, parse_address, wait_for_peers
+from pulsetrain.telemetry import Telemetry
+
+log = logging.getLogger("pulsetrain.worker")
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_PEERS = 0, 1, 2, 3
+PEER_DEADLINE_S = float(os.environ.get("PULSETRAIN_PEER_DEADLINE_SECONDS", "300"))
+
+
+class PortHolder:
+    """Accepts (and closes) connections on our collective port until TensorFlow takes it over, so
+    peers checking for us see the port open while we check for them."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("0.0.0.0", port))
+        self.sock.listen(64)
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=2)
+
+
+def wait_for_gang(tf_config: TFConfig) -> None:
+    _, port = parse_address(tf_config.workers[tf_config.task_index])
+    holder = PortHolder(port)
+    try:
+        wait_for_peers(list(tf_config.workers), tf_config.task_index, PEER_DEADLINE_S)
+    finally:
+        holder.close()
+
+
+def train(config: WorkerConfig, tf_config: TFConfig | None, telemetry: Telemetry,
+          stop: threading.Event) -> dict[str, object]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pulsetrain.trainer import Trainer  # TensorFlow is imported only now
+
+    return Trainer(config, tf_config, telemetry, stop).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pulsetrain.worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, required=True, help="the worker configuration (JSON)")
+    parser.add_argument("--summary", type=Path, help="write the final summary (JSON) to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config_file(args.config)
+        tf_config = tf_config_from_env()
+    except ConfigError as exc:
+        print(f"pulsetrain worker: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    index = tf_config.task_index if tf_config else 0
+    telemetry = Telemetry(pipeline=config.pipeline.name, namespace=config.pipeline.namespace, worker=index,
+                          is_chief=index == 0)
+    port = int(os.environ.get("PULSETRAIN_METRICS_PORT", config.observability.port))  # local gangs share a host
+    server = serve(telemetry, config.observability.host, port)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the current step (checkpoint, acknowledge, exit)", signum)
+        telemetry.set_state("stopping")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        if tf_config is not None and tf_config.num_workers > 1:
+            telemetry.set_state("waiting-for-peers")
+            wait_for_gang(tf_config)
+        summary = train(config, tf_config, telemetry, stop)
+    except PeerTimeout as exc:
+        telemetry.set_state("failed", str(exc))
+        log.error("%s", exc)
+        return EXIT_PEERS
+    except ConfigError as exc:
+        telemetry.set_state("failed", str(exc))
+        print(f"pulsetrain worker: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        server.close()
+    line = json.dumps({"worker": index, **summary})
+    print(f"pulsetrain: finished {line}", flush=True)
+    if args.summary:
+        args.summary.write_text(line + "\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
