@@ -236,6 +236,7 @@ class Trainer:
             progress = self.telemetry.snapshot()
             return {"step": step, "trainedSamples": int(self.trained.numpy()),
                     "digestSum": int(self.digest_sum.numpy()), "metrics": metrics, "localRows": local_rows,
-                    "received": progress.messages_received, "deadLettered": progress.dead_lettered.total}
+                    "received": progress.messages_received, "deadLettered": progress.dead_lettered.total,
+                    "restoredStep": restored_step}
         finally:
             source.close()

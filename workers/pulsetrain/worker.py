@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -70,12 +71,14 @@ def wait_for_gang(tf_config: TFConfig) -> None:
         holder.close()
 
 
-def train(config: WorkerConfig, tf_config: TFConfig | None, telemetry: Telemetry,
-          stop: threading.Event) -> dict[str, object]:
+def train(config: WorkerConfig, tf_config: TFConfig | None, telemetry: Telemetry, stop: threading.Event,
+          install_signal_handlers: Callable[[], None]) -> dict[str, object]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pulsetrain.trainer import Trainer  # TensorFlow is imported only now
 
-    return Trainer(config, tf_config, telemetry, stop).run()
+    trainer = Trainer(config, tf_config, telemetry, stop)
+    install_signal_handlers()  # TensorFlow's gRPC server replaced the process's SIGTERM handler: take it back
+    return trainer.run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         telemetry.set_state("stopping")
         stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    def install_signal_handlers() -> None:
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    install_signal_handlers()
     try:
         if tf_config is not None and tf_config.num_workers > 1:
             telemetry.set_state("waiting-for-peers")
             wait_for_gang(tf_config)
-        summary = train(config, tf_config, telemetry, stop)
+        summary = train(config, tf_config, telemetry, stop, install_signal_handlers)
     except PeerTimeout as exc:
         telemetry.set_state("failed", str(exc))
         log.error("%s", exc)

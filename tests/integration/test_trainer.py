@@ -1,0 +1,212 @@
+"""Acceptance of the streaming trainer on the real Pulsar standalone, with workers as local processes.
+
+Every run checks the exactly-once counters from the final checkpoint's variables: the number of
+trained samples and the sum of a 40-bit digest of every trained payload. A lost or doubly trained
+message changes the digest sum; it cannot come out right by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pulsar
+import pytest
+
+from pulsetrain import datasets
+from pulsetrain.encode import encode_batch
+from pulsetrain.local import LocalGang
+from pulsetrain.source import digest
+from tests.conftest import PulsarURLs
+from tests.support import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def make_config(tmp_path: Path, service_url: str, topic: str, *, data_format: str = "raw",
+                subscription_type: str = "Shared", **training: Any) -> Path:
+    doc = {
+        "pipeline": {"name": "digits", "namespace": "default"},
+        "source": {"pulsar": {"serviceUrl": service_url, "topic": topic, "subscription": "trainer",
+                              "subscriptionType": subscription_type, "receiverQueueSize": 200}},
+        "data": {"format": data_format, "features": [{"name": "pixels", "dtype": "float32", "shape": [64]}],
+                 "label": {"name": "digit", "dtype": "int64", "shape": []},
+                 "normalization": {"mode": "given", "mean": [8.0] * 64, "std": [6.0] * 64}},
+        "model": {"builtin": "mlp", "task": "classification", "numClasses": 10, "mlp": {"hiddenUnits": [64]},
+                  "optimizer": "adam", "learningRate": 0.01, "metrics": ["accuracy"]},
+        "training": {"mode": "bounded", "batchSize": 32, "idleTimeoutSeconds": 4, "checkpointEverySteps": 10,
+                     **training},
+        "storage": {"checkpointDir": str(tmp_path / "checkpoints"), "exportDir": str(tmp_path / "models")},
+    }
+    path = tmp_path / "worker.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def publish(service_url: str, topic: str, payloads: list[bytes], keys: list[str] | None = None) -> None:
+    client = pulsar.Client(service_url)
+    producer = client.create_producer(topic, batching_enabled=False, block_if_queue_full=True)
+    for i, payload in enumerate(payloads):
+        producer.send_async(payload, lambda *_: None, partition_key=keys[i] if keys else None)
+    producer.flush()
+    client.close()
+
+
+def digits_payloads(repeat: int, data_format: str = "raw") -> tuple[datasets.Dataset, list[bytes]]:
+    train, test = datasets.load("digits", data_format).split(0.2, seed=0)  # type: ignore[arg-type]
+    return test, encode_batch(train.data, train.features, train.labels) * repeat
+
+
+def gang(tmp_path: Path, config: Path, workers: int = 2) -> LocalGang:
+    base = 24000 + (uuid.uuid4().int % 400) * 10
+    return LocalGang(config, workers, base_port=base, metrics_base_port=base + 5, log_dir=tmp_path)
+
+
+def finish(g: LocalGang, tmp_path: Path, timeout: float = 240) -> list[dict[str, Any]]:
+    codes = g.wait(timeout)
+    g.stop(grace=5)
+    logs = "\n".join((tmp_path / f"worker-{i}.log").read_text()[-3000:] for i in range(g.workers))
+    assert codes == [0] * g.workers, f"exit codes {codes}\n{logs}"
+    return [json.loads((tmp_path / f"summary-{i}.json").read_text()) for i in range(g.workers)]
+
+
+def committed(tmp_path: Path) -> int:
+    directory = tmp_path / "checkpoints"
+    return len(list(directory.glob("*.committed"))) if directory.exists() else 0
+
+
+def assert_exactly_once(summaries: list[dict[str, Any]], payloads: list[bytes]) -> None:
+    for summary in summaries:
+        assert summary["trainedSamples"] == len(payloads)
+        assert summary["digestSum"] == sum(digest(p) for p in payloads)
+
+
+def test_two_workers_learn_digits(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    topic = f"persistent://public/default/digits-{uuid.uuid4().hex[:8]}"
+    test, payloads = digits_payloads(repeat=3)
+    publish(pulsar_broker.service_url, topic, payloads)
+    g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic))
+    g.start(tmp_path)
+    summaries = finish(g, tmp_path)
+    assert_exactly_once(summaries, payloads)
+    assert summaries[0]["step"] == summaries[1]["step"]
+    assert all(s["localRows"] > 0 for s in summaries)  # both workers took part
+    serve = tf.saved_model.load(str(tmp_path / "models" / "1")).signatures["serving_default"]
+    predicted = serve(pixels=tf.constant(test.features["pixels"]))["class"].numpy()
+    accuracy = float(np.mean(predicted == test.labels))
+    assert accuracy >= 0.95, accuracy
+    metadata = json.loads((tmp_path / "models" / "1" / "pulsetrain.json").read_text())
+    assert metadata["samples"] == len(payloads) and metadata["features"][0]["name"] == "pixels"
+
+
+def test_uneven_supply_finishes_without_deadlock(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
+    topic = f"persistent://public/default/uneven-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=1)
+    keys = ["hot" if i % 20 else f"cold-{i}" for i in range(len(payloads))]  # 95% of messages share one key
+    publish(pulsar_broker.service_url, topic, payloads, keys)
+    g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic, subscription_type="KeyShared"))
+    g.start(tmp_path)
+    summaries = finish(g, tmp_path)
+    assert_exactly_once(summaries, payloads)
+    rows = sorted(s["localRows"] for s in summaries)
+    assert rows[1] >= 4 * max(rows[0], 1), rows  # one worker got far fewer messages
+    assert summaries[0]["step"] == summaries[1]["step"]
+
+
+def test_kill_9_and_restart_trains_every_message_exactly_once(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
+    topic = f"persistent://public/default/crash-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=4)
+    publish(pulsar_broker.service_url, topic, payloads)
+    config = make_config(tmp_path, pulsar_broker.service_url, topic)
+    first = gang(tmp_path, config)
+    first.start(tmp_path)
+    wait_until(lambda: committed(tmp_path) >= 2, 120, "two committed checkpoints")
+    os.kill(first.processes[1].pid, signal.SIGKILL)  # a crash mid-run ...
+    first.stop(grace=3)  # ... and the gang restart: the survivor is stuck in a collective and gets SIGKILL
+    assert first.processes[1].returncode == -signal.SIGKILL
+    assert not (tmp_path / "summary-0.json").exists()  # it really was mid-run
+    second = gang(tmp_path, config)
+    second.start(tmp_path)
+    summaries = finish(second, tmp_path)
+    assert all(s["restoredStep"] for s in summaries)  # resumed from a committed checkpoint
+    assert_exactly_once(summaries, payloads)
+
+
+def test_sigterm_stops_all_workers_on_one_step_and_restart_continues(pulsar_broker: PulsarURLs,
+                                                                     tmp_path: Path) -> None:
+    topic = f"persistent://public/default/term-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=12)
+    publish(pulsar_broker.service_url, topic, payloads)
+    config = make_config(tmp_path, pulsar_broker.service_url, topic, batchSize=16)
+    first = gang(tmp_path, config)
+    first.start(tmp_path)
+    wait_until(lambda: committed(tmp_path) >= 1, 120, "a committed checkpoint", interval=0.05)
+    first.processes[1].send_signal(signal.SIGTERM)
+    stopped = finish(first, tmp_path, timeout=60)
+    assert stopped[0]["step"] == stopped[1]["step"]
+    assert 0 < stopped[0]["trainedSamples"] < len(payloads)
+    last = max(int(p.name.split("-")[1].split(".")[0]) for p in (tmp_path / "checkpoints").glob("*.committed"))
+    assert last == stopped[0]["step"]  # the stop was checkpointed
+    for name in ("summary-0.json", "summary-1.json"):
+        (tmp_path / name).unlink()
+    second = gang(tmp_path, config)
+    second.start(tmp_path)
+    summaries = finish(second, tmp_path)
+    assert summaries[0]["restoredStep"] == stopped[0]["step"]
+    assert_exactly_once(summaries, payloads)
+
+
+MALFORMED = {
+    "invalid-json": b'{"pixels": [1, 2',
+    "not-an-object": b"[1, 2, 3]",
+    "empty": b"",
+    "missing-label": b'{"pixels": ' + json.dumps([1.0] * 64).encode() + b"}",
+    "missing-feature": b'{"digit": 3}',
+    "short-shape": b'{"pixels": [1.0, 2.0], "digit": 3}',
+    "string-value": b'{"pixels": ' + json.dumps(["x"] * 64).encode() + b', "digit": 3}',
+    "nan": b'{"pixels": [NaN' + b", 1.0" * 63 + b'], "digit": 3}',
+    "infinity": b'{"pixels": [Infinity' + b", 1.0" * 63 + b'], "digit": 3}',
+    "label-out-of-range": b'{"pixels": ' + json.dumps([1.0] * 64).encode() + b', "digit": 12}',
+    "label-not-integral": b'{"pixels": ' + json.dumps([1.0] * 64).encode() + b', "digit": 3.5}',
+    "binary-garbage": bytes(range(256)),
+}
+
+
+def test_malformed_messages_are_dead_lettered_and_good_ones_all_train(pulsar_broker: PulsarURLs,
+                                                                       tmp_path: Path) -> None:
+    topic = f"persistent://public/default/corpus-{uuid.uuid4().hex[:8]}"
+    _, good = digits_payloads(repeat=1, data_format="json")
+    good = good[:600]
+    mixed = list(good)
+    for offset, bad in enumerate(MALFORMED.values()):
+        mixed.insert(40 * offset + 7, bad)
+    client = pulsar.Client(pulsar_broker.service_url)
+    dlq = client.subscribe(f"{topic}-trainer-DLQ", "check", initial_position=pulsar.InitialPosition.Earliest)
+    try:
+        publish(pulsar_broker.service_url, topic, mixed)
+        g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic, data_format="json"))
+        g.start(tmp_path)
+        summaries = finish(g, tmp_path)
+        assert_exactly_once(summaries, good)
+        assert sum(s["deadLettered"] for s in summaries) == len(MALFORMED)
+        letters = {}
+        deadline = time.monotonic() + 30
+        while len(letters) < len(MALFORMED) and time.monotonic() < deadline:
+            try:
+                message = dlq.receive(timeout_millis=2000)
+            except pulsar.Timeout:
+                continue
+            letters[message.data()] = message.properties()["pulsetrain.reason"]
+        assert set(letters) == set(MALFORMED.values())
+        kinds = {letters[payload].split(":")[0] for payload in MALFORMED.values()}
+        assert len(kinds) >= 6, letters  # the reasons name the kind of problem
+    finally:
+        client.close()
