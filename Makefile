@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV := $(shell $(PYTHON) hack/venv.py --print-only)
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-LINT_PATHS := workers tests hack
+LINT_PATHS := workers tests bench hack
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools lint unit test testbed-up testbed-down testbed-status clean
+.PHONY: help venv tools lint unit test bench testbed-up testbed-down testbed-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ unit: venv ## Unit tests only (no servers)
 
 test: tools ## Everything: unit, integration and e2e tests on the real test bed (starts and stops it)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: tools ## Trainer benchmarks against same-run baselines (starts the test bed if needed; ~10 min)
+	@$(PY) -m tests.cluster up >/dev/null
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 testbed-up: tools ## Start the test bed and leave it running (tests then reuse it)
 	@$(PY) -m tests.cluster up

@@ -197,7 +197,7 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_all_train(pulsar_bro
         summaries = finish(g, tmp_path)
         assert_exactly_once(summaries, good)
         assert sum(s["deadLettered"] for s in summaries) == len(MALFORMED)
-        letters = {}
+        letters: dict[bytes, str] = {}
         deadline = time.monotonic() + 30
         while len(letters) < len(MALFORMED) and time.monotonic() < deadline:
             try:

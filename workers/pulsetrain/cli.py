@@ -80,9 +80,13 @@ def run_produce(args: argparse.Namespace) -> int:
         print("pulsetrain produce: give --topic (or --config with source.pulsar.topic)", file=sys.stderr)
         return 2
     service_url = args.service_url or (config.source.pulsar.service_url if config else "pulsar://localhost:6650")
-    client = pulsar.Client(service_url, operation_timeout_seconds=30, logger=logging.getLogger("pulsar.client"))
+    client = pulsar.Client(service_url, operation_timeout_seconds=30,
+                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     try:
         count = produce(client, topic, data, features, labels, repeat=args.repeat, progress=not args.no_progress)
+    except pulsar.PulsarException as exc:
+        print(f"pulsetrain produce: cannot publish to {topic} at {service_url}: {exc}", file=sys.stderr)
+        return 1
     finally:
         client.close()
     print(f"published {count} {data.format} messages to {topic}")

@@ -25,6 +25,8 @@ class LocalGang:
     base_port: int = 23400
     metrics_base_port: int = 9100
     log_dir: Path | None = None
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "pulsetrain.worker"])
+    """The worker program; `--config FILE` (and `--summary FILE`) are appended."""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def addresses(self) -> list[str]:
@@ -38,7 +40,7 @@ class LocalGang:
         return env
 
     def start_worker(self, index: int, summary: Path | None = None) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "pulsetrain.worker", "--config", str(self.config_path)]
+        argv = [*self.command, "--config", str(self.config_path)]
         if summary is not None:
             argv += ["--summary", str(summary)]
         log_dir = self.log_dir or self.config_path.parent

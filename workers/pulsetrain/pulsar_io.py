@@ -33,12 +33,14 @@ def connect(config: PulsarConfig, environ: Mapping[str, str] | None = None) -> p
         auth = pulsar.AuthenticationTLS(config.authentication.cert_file, config.authentication.key_file)
     log.info("connecting to %s (authentication: %s)", config.service_url,
              type(config.authentication).__name__ if config.authentication else "none")
+    # The client logs through its own console logger: a Python logger makes the client's threads call
+    # into the interpreter while it shuts down, which aborts the process ("terminate called ...").
     return pulsar.Client(
         config.service_url,
         authentication=auth,
         tls_trust_certs_file_path=config.tls_trust_certs_file,
         operation_timeout_seconds=30,
-        logger=logging.getLogger("pulsar.client"),
+        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
     )
 
 

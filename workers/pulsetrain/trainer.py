@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import tensorflow as tf
 from pulsetrain.checkpoints import CheckpointStore
 from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.export import export
+from pulsetrain.ledger import Ledger
 from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
 from pulsetrain.source import Rows, Source
 from pulsetrain.stats import batch_statistics, metric_values, statistic_size
@@ -35,6 +37,7 @@ from pulsetrain.telemetry import Telemetry
 log = logging.getLogger(__name__)
 COLLECTIVE_TIMEOUT_S = 600
 SUM = tf.distribute.ReduceOp.SUM
+SourceFactory = Callable[[WorkerConfig, Ledger, Callable[[str], None], Callable[[int], None]], Source]
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -61,8 +64,9 @@ class Flags:
 
 class Trainer:
     def __init__(self, config: WorkerConfig, tf_config: TFConfig | None, telemetry: Telemetry,
-                 stop_requested: threading.Event) -> None:
+                 stop_requested: threading.Event, source_factory: SourceFactory = Source) -> None:
         self.config, self.telemetry, self.stop_requested = config, telemetry, stop_requested
+        self.source_factory = source_factory
         self.index = tf_config.task_index if tf_config else 0
         self.num_workers = tf_config.num_workers if tf_config else 1
         self.is_chief = self.index == 0
@@ -77,15 +81,18 @@ class Trainer:
                        "aggregation": tf.VariableAggregation.SUM, "trainable": False}
             self.trained = tf.Variable(0, dtype=tf.int64, name="trained_samples", **on_read)
             self.digest_sum = tf.Variable(0, dtype=tf.int64, name="trained_digest_sum", **on_read)
+            # What the checkpoint holds instead of the two sums: restoring a SUM on-read variable divides
+            # the saved total by the number of replicas (an odd int64 total loses 1), so the exact totals
+            # are copied into plain mirrored variables before each save and handed back to replica 0.
+            self.saved_totals = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="saved_totals")
             self.network.build((None, config.data.feature_size))
             self.optimizer.build(self.network.trainable_variables)
         checkpoint = tf.train.Checkpoint(network=self.network, optimizer=self.optimizer,
-                                         normalizer=self.normalizer, step=self.step, trained=self.trained,
-                                         digest_sum=self.digest_sum)
+                                         normalizer=self.normalizer, step=self.step, totals=self.saved_totals)
         self.store = CheckpointStore(checkpoint, Path(config.storage.checkpoint_dir), self.index, self.is_chief,
                                      config.training.keep_checkpoints)
         self._sync_fn = tf.function(self._sync)
-        self._train_fn = tf.function(self._train)
+        self.train_step = tf.function(self._train)
         self._stat_size = statistic_size(config)
 
     # -- collectives ------------------------------------------------------------------------------
@@ -111,6 +118,20 @@ class Trainer:
         loss, stats = self.strategy.run(replica, args=(x, y, w, digests))
         self.step.assign_add(1)
         return self.strategy.reduce(SUM, loss, axis=None), self.strategy.reduce(SUM, stats, axis=None)
+
+    def _save_totals(self) -> None:
+        """Copy the exact cross-worker sums into the checkpointed variable (a collective: all workers)."""
+        self.saved_totals.assign(tf.stack([self.trained.read_value(), self.digest_sum.read_value()]))
+
+    def _restore_totals(self) -> None:
+        """Give replica 0 the restored totals and every other replica zero, so the sums stay exact."""
+        def local() -> None:
+            first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+            totals = tf.where(first, self.saved_totals, tf.zeros_like(self.saved_totals))
+            self.trained.assign(totals[0])
+            self.digest_sum.assign(totals[1])
+
+        self.strategy.run(tf.function(local))
 
     def barrier(self) -> None:
         self.allreduce([1.0])
@@ -152,6 +173,7 @@ class Trainer:
 
     def _commit(self, source: Source, ledger: Any, step: int) -> None:
         self.telemetry.set_state("checkpointing")
+        self._save_totals()
         name = self.store.save(step)
         self.barrier()  # the chief's checkpoint is written
         to_ack = ledger.commit(self.store.directory, name, self.index, num_workers=self.num_workers)
@@ -178,16 +200,17 @@ class Trainer:
         """Train until the stream is exhausted (bounded), a limit, or a stop request; returns a summary."""
         training = self.config.training
         restored_step, ledger = self.store.restore(self.config.training.keep_checkpoints)
+        self._restore_totals()
         trained = int(self.trained.numpy())
         self.telemetry.restored(int(self.step.numpy()), trained)
-        source = Source(self.config, ledger, self.telemetry.dead_lettered, self.telemetry.received)
+        source = self.source_factory(self.config, ledger, self.telemetry.dead_lettered, self.telemetry.received)
         metrics: dict[str, float] = {}
         try:
             self._normalisation(source)
             self.telemetry.set_state("training")
             step, last_checkpoint, last_export = int(self.step.numpy()), time.monotonic(), time.monotonic()
             stats_window, rows_window, global_samples = np.zeros(self._stat_size), 0.0, trained
-            dirty, local_rows = False, 0
+            dirty, local_rows, first_step_at, last_step_at = False, 0, 0.0, 0.0
             while True:
                 source.fill(self.batch)
                 if source.unavailable:
@@ -205,9 +228,10 @@ class Trainer:
                 total_rows, idle, stop, checkpoint_due, export_due = self.allreduce(flags.vector())
                 if total_rows > 0:
                     started = time.monotonic()
-                    loss, stats = self._train_fn(*self._padded(rows), tf.constant(total_rows, tf.float32))
+                    loss, stats = self.train_step(*self._padded(rows), tf.constant(total_rows, tf.float32))
                     ledger.record(rows.ids)
                     step, dirty, local_rows = step + 1, True, local_rows + len(rows)
+                    first_step_at, last_step_at = first_step_at or started, time.monotonic()
                     global_samples += int(total_rows)
                     stats_window += stats.numpy()
                     rows_window += total_rows
@@ -237,6 +261,6 @@ class Trainer:
             return {"step": step, "trainedSamples": int(self.trained.numpy()),
                     "digestSum": int(self.digest_sum.numpy()), "metrics": metrics, "localRows": local_rows,
                     "received": progress.messages_received, "deadLettered": progress.dead_lettered.total,
-                    "restoredStep": restored_step}
+                    "restoredStep": restored_step, "trainSeconds": last_step_at - first_step_at}
         finally:
             source.close()

@@ -1,0 +1,118 @@
+"""One benchmark worker: the trainer fed from Pulsar, from in-memory tensors, or by the naive pipeline.
+
+`memory` runs the very same training loop with a source that hands out pre-built rows (no Pulsar,
+no decoding): the ceiling the Pulsar-fed loop is compared with. `naive` is what existing Pulsar
+connectors do: one `receive()` per message, acknowledged at once, into `tf.data.Dataset.from_generator`,
+batched, then the same train step. Prints one JSON line with samples/s for this worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class MemorySource:  # the interface of pulsetrain.source.Source that the trainer uses
+    def __init__(self, rows: int, feature_size: int, classes: int, seed: int) -> None:
+        from pulsetrain.source import Rows
+
+        rng = np.random.default_rng(seed)
+        self._rows_type = Rows
+        self.features = rng.normal(size=(rows, feature_size)).astype(np.float32)
+        self.labels = rng.integers(0, classes, rows).astype(np.int64)
+        self.offset, self.buffered = 0, 0
+        self.unavailable: str | None = None
+
+    def fill(self, wanted: int) -> None:
+        self.buffered = len(self.labels) - self.offset
+
+    def take(self, limit: int) -> Any:
+        start, end = self.offset, min(self.offset + limit, len(self.labels))
+        self.offset = end
+        self.buffered = len(self.labels) - end
+        return self._rows_type(self.features[start:end], self.labels[start:end], np.zeros(end - start, np.int64),
+                               [b"%d" % i for i in range(start, end)])
+
+    def idle_for(self) -> float:
+        return float("inf") if self.offset >= len(self.labels) else 0.0
+
+    def buffered_features(self) -> Any:
+        return self.features[self.offset:]
+
+    def acknowledge(self, ids: list[bytes]) -> int:
+        return len(ids)
+
+    def close(self) -> None:
+        pass
+
+
+def naive(trainer: Any, config: Any, per_worker: int) -> dict[str, Any]:
+    import pulsar
+    import tensorflow as tf
+
+    from pulsetrain.pulsar_io import connect
+
+    pulsar_cfg = config.source.pulsar
+    size, batch = config.data.feature_size, config.training.batch_size
+    client = connect(pulsar_cfg)
+    consumer = client.subscribe(pulsar_cfg.topic, pulsar_cfg.subscription, consumer_type=pulsar.ConsumerType.Shared,
+                                initial_position=pulsar.InitialPosition.Earliest)
+
+    def messages() -> Any:
+        for _ in range(per_worker):
+            message = consumer.receive(timeout_millis=30_000)
+            consumer.acknowledge(message)  # at once, as the old connectors do: a crash loses it
+            record = np.frombuffer(message.data(), dtype=np.uint8)
+            yield record[: size * 4].view("<f4"), record[size * 4:].view("<i8")[0]
+
+    dataset = tf.data.Dataset.from_generator(messages, output_signature=(
+        tf.TensorSpec([size], tf.float32), tf.TensorSpec([], tf.int64))).batch(batch, drop_remainder=True)
+    weights, digests = tf.ones([batch]), tf.zeros([batch], tf.int64)
+    global_rows = tf.constant(float(batch * trainer.num_workers))
+    rows, first, last = 0, 0.0, 0.0
+    for x, y in dataset:
+        started = time.monotonic()
+        trainer.train_step(x, y, weights, digests, global_rows)
+        first, last, rows = first or started, time.monotonic(), rows + batch
+    client.close()
+    return {"localRows": rows, "trainSeconds": last - first}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--mode", choices=("pulsar", "memory", "naive"), required=True)
+    parser.add_argument("--rows-per-worker", type=int, required=True)
+    parser.add_argument("--summary", type=Path, required=True)
+    args = parser.parse_args()
+    from pulsetrain.config import load_config_file, tf_config_from_env
+    from pulsetrain.telemetry import Telemetry
+    from pulsetrain.trainer import Trainer
+
+    config, tf_config = load_config_file(args.config), tf_config_from_env()
+    index = tf_config.task_index if tf_config else 0
+    telemetry = Telemetry(worker=index, is_chief=index == 0)
+    options: dict[str, Any] = {}
+    if args.mode == "memory":
+        classes = config.model.num_classes or 2
+        options["source_factory"] = lambda *_: MemorySource(args.rows_per_worker, config.data.feature_size, classes,
+                                                            index)
+    trainer = Trainer(config, tf_config, telemetry, threading.Event(), **options)
+    summary = naive(trainer, config, args.rows_per_worker) if args.mode == "naive" else trainer.run()
+    summary["samplesPerSecond"] = summary["localRows"] / max(summary["trainSeconds"], 1e-9)
+    args.summary.write_text(json.dumps({"mode": args.mode, "worker": index, **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

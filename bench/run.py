@@ -1,0 +1,149 @@
+"""`python -m bench.run`: the streaming trainer's benchmarks, each against a baseline in the same run.
+
+1. Ingestion: samples/s per worker of the reference MLP (784 -> 64 -> 10, batch 256 per worker, 2
+   workers) fed from Pulsar raw-tensor messages, against the same loop fed from in-memory tensors
+   (goal: ratio >= 0.9) and against the naive pipeline, one `receive()` per message into
+   `tf.data.Dataset.from_generator` (goal: >= 5x faster).
+2. Checkpoint-then-acknowledge overhead: checkpoints every 100 steps against none (goal: <= 5%).
+3. Decode alone: messages/s for ~3 KB raw records in batches of 256 (goal: >= 100,000/s), with JSON
+   records of the same values for comparison.
+
+Needs Pulsar: the running test bed's (`python -m tests.cluster up`) or `--service-url`.
+All runs read one topic, each through a fresh subscription, so they see identical data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pulsar
+
+from pulsetrain.config import load_config
+from pulsetrain.decode import Decoder
+from pulsetrain.encode import encode_batch
+from pulsetrain.local import LocalGang
+from pulsetrain.produce import publish
+
+FEATURES = 784
+
+
+def worker_config(service_url: str, topic: str, root: Path, batch: int, checkpoint_every: int) -> dict[str, Any]:
+    return {
+        "source": {"pulsar": {"serviceUrl": service_url, "topic": topic,
+                              "subscription": f"bench-{uuid.uuid4().hex[:6]}", "receiverQueueSize": 4 * batch}},
+        "data": {"format": "raw", "features": [{"name": "image", "dtype": "float32", "shape": [FEATURES]}],
+                 "label": {"name": "label", "dtype": "int64", "shape": []}},
+        "model": {"builtin": "mlp", "task": "classification", "numClasses": 10, "mlp": {"hiddenUnits": [64]}},
+        "training": {"mode": "bounded", "batchSize": batch, "idleTimeoutSeconds": 3,
+                     "checkpointEverySteps": checkpoint_every},
+        "storage": {"checkpointDir": str(root / "checkpoints"), "exportDir": str(root / "models")},
+    }
+
+
+def run_gang(mode: str, doc: dict[str, Any], root: Path, workers: int, rows_per_worker: int) -> float:
+    """Mean samples/s per worker of one run."""
+    root.mkdir(parents=True)
+    config = root / "worker.json"
+    config.write_text(json.dumps(doc))
+    base = 26000 + (uuid.uuid4().int % 300) * 10
+    gang = LocalGang(config, workers, base_port=base, metrics_base_port=base + 5, log_dir=root,
+                     command=[sys.executable, "-m", "bench.bench_worker", "--mode", mode,
+                              "--rows-per-worker", str(rows_per_worker)])
+    gang.start(root)
+    codes = gang.wait(900)
+    gang.stop(grace=5)
+    if codes != [0] * workers:
+        raise RuntimeError(f"{mode} run failed with {codes}; see {root}/worker-*.log")
+    rates = [json.loads((root / f"summary-{i}.json").read_text())["samplesPerSecond"] for i in range(workers)]
+    return float(np.mean(rates))
+
+
+def decode_rates(batch: int) -> tuple[float, float]:
+    doc = worker_config("pulsar://unused:6650", "t", Path("/tmp"), batch, 100)
+    data = load_config(doc).data
+    rng = np.random.default_rng(0)
+    features, labels = {"image": rng.normal(size=(batch, FEATURES)).astype(np.float32)}, rng.integers(0, 10, batch)
+    raw = encode_batch(data, features, labels)
+    json_data = load_config({**doc, "data": {**doc["data"], "format": "json"}}).data
+    as_json = encode_batch(json_data, features, labels)
+    decoder, json_decoder = Decoder(data), Decoder(json_data)
+    raw_s = min(timeit.repeat(lambda: decoder.decode(raw), number=50, repeat=5)) / 50
+    json_s = min(timeit.repeat(lambda: json_decoder.decode(as_json), number=3, repeat=3)) / 3
+    return batch / raw_s, batch / json_s
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--service-url", help="Pulsar service URL (default: the running test bed's)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=200, help="training steps per run (default 200)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    service_url = args.service_url
+    if not service_url:
+        from tests.cluster.testbed import TestBedInfo
+
+        info = TestBedInfo.load()
+        if info is None or not info.pulsar_service_url:
+            parser.error("no test bed is running: start one (python -m tests.cluster up) or give --service-url")
+        service_url = info.pulsar_service_url
+    rows_per_worker = args.steps * args.batch
+    total = rows_per_worker * args.workers
+    topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"
+    print(f"publishing {total} raw records of {FEATURES * 4 + 8} bytes to {topic}", file=sys.stderr)
+    doc = worker_config(service_url, topic, Path("/tmp"), args.batch, 100)
+    data = load_config(doc).data
+    rng = np.random.default_rng(1)
+    client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    producer = client.create_producer(topic, batching_enabled=True, block_if_queue_full=True)
+    for start in range(0, total, 10_000):
+        n = min(10_000, total - start)
+        payloads = encode_batch(data, {"image": rng.normal(size=(n, FEATURES)).astype(np.float32)},
+                                rng.integers(0, 10, n))
+        publish(producer, payloads, progress=False)
+    producer.close()
+    client.close()
+
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="pulsetrain-bench-") as tmp:
+        root = Path(tmp)
+        never = 10**9
+        for name, mode, every in (("memory", "memory", never), ("pulsar", "pulsar", never),
+                                  ("pulsar+checkpoints", "pulsar", 100), ("naive", "naive", never)):
+            started = time.monotonic()
+            doc = worker_config(service_url, topic, root / name, args.batch, every)
+            results[name] = run_gang(mode, doc, root / name, args.workers, rows_per_worker)
+            print(f"  {name}: {results[name]:,.0f} samples/s per worker ({time.monotonic() - started:.0f}s)",
+                  file=sys.stderr)
+    raw_rate, json_rate = decode_rates(args.batch)
+    rows = [
+        ("ingestion: Pulsar-fed / in-memory", results["pulsar"] / results["memory"], ">= 0.90",
+         f"{results['pulsar']:,.0f} vs {results['memory']:,.0f} samples/s/worker"),
+        ("ingestion: Pulsar-fed / naive from_generator", results["pulsar"] / results["naive"], ">= 5.0",
+         f"{results['pulsar']:,.0f} vs {results['naive']:,.0f} samples/s/worker"),
+        ("checkpoint every 100 steps: overhead", 1 - results["pulsar+checkpoints"] / results["pulsar"], "<= 0.05",
+         f"{results['pulsar+checkpoints']:,.0f} vs {results['pulsar']:,.0f} samples/s/worker"),
+        ("decode raw 3 KB records (msgs/s)", raw_rate, ">= 100000", f"json, same values: {json_rate:,.0f}/s"),
+    ]
+    print(f"\n{'benchmark':46} {'result':>12} {'goal':>10}  detail")
+    for label, value, goal, detail in rows:
+        print(f"{label:46} {value:12.3f} {goal:>10}  {detail}")
+    if args.json:
+        args.json.write_text(json.dumps({"samplesPerSecondPerWorker": results, "decodeRawPerSecond": raw_rate,
+                                         "decodeJsonPerSecond": json_rate}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
