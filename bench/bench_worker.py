@@ -66,7 +66,10 @@ def naive(trainer: Any, config: Any, per_worker: int) -> dict[str, Any]:
     size, batch = config.data.feature_size, config.training.batch_size
     client = connect(pulsar_cfg)
     consumer = client.subscribe(pulsar_cfg.topic, pulsar_cfg.subscription, consumer_type=pulsar.ConsumerType.Shared,
-                                initial_position=pulsar.InitialPosition.Earliest)
+                                initial_position=pulsar.InitialPosition.Earliest, receiver_queue_size=100)
+    # Each worker must take the same number of steps, or the other blocks in a collective for ever: stop
+    # one batch short of an even share, leaving slack for the messages the other consumer prefetched.
+    per_worker -= batch
 
     def messages() -> Any:
         for _ in range(per_worker):

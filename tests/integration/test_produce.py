@@ -16,7 +16,7 @@ from pulsetrain import datasets
 from pulsetrain.config_model import PulsarConfig
 from pulsetrain.decode import Decoder
 from pulsetrain.encode import encode_batch
-from pulsetrain.pulsar_io import REASON_PROPERTY, DeadLetters, connect, subscribe
+from pulsetrain.pulsar_io import REASON_PROPERTY, DeadLetters, backlog, connect, subscribe
 from tests.conftest import PulsarURLs
 
 pytestmark = pytest.mark.integration
@@ -95,5 +95,20 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_reasons(pulsar_brok
         assert all(reasons) and len(set(reasons)) == len(bad)  # a specific reason for each kind
         assert any("NaN" in r or "non-finite" in r for r in reasons)
         assert any("missing" in r for r in reasons)
+    finally:
+        client.close()
+
+
+def test_backlog_is_read_from_the_admin_api(pulsar_broker: PulsarURLs) -> None:
+    topic = f"persistent://public/default/backlog-{uuid.uuid4().hex[:8]}"
+    client = pulsar.Client(pulsar_broker.service_url)
+    try:
+        client.subscribe(topic, "trainer", initial_position=pulsar.InitialPosition.Earliest).close()
+        producer = client.create_producer(topic, batching_enabled=False)
+        for i in range(5):
+            producer.send(b"%d" % i)
+        assert backlog(pulsar_broker.admin_url, topic, "trainer") == 5
+        assert backlog(pulsar_broker.admin_url, topic, "no-such-subscription") is None
+        assert backlog("http://127.0.0.1:9", topic, "trainer") is None  # unreachable: None, not an error
     finally:
         client.close()

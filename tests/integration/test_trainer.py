@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def make_config(tmp_path: Path, service_url: str, topic: str, *, data_format: st
                   "optimizer": "adam", "learningRate": 0.01, "metrics": ["accuracy"]},
         "training": {"mode": "bounded", "batchSize": 32, "idleTimeoutSeconds": 4, "checkpointEverySteps": 10,
                      **training},
-        "storage": {"checkpointDir": str(tmp_path / "checkpoints"), "exportDir": str(tmp_path / "models")},
+        "storage": {"checkpointDir": str(tmp_path / "checkpoints"), "exportDir": str(tmp_path / "models"),
+                    "logDir": str(tmp_path / "tensorboard")},
     }
     path = tmp_path / "worker.json"
     path.write_text(json.dumps(doc))
@@ -95,10 +97,22 @@ def test_two_workers_learn_digits(pulsar_broker: PulsarURLs, tmp_path: Path) -> 
     publish(pulsar_broker.service_url, topic, payloads)
     g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic))
     g.start(tmp_path)
+
+    def progress() -> dict[str, Any] | None:  # the chief's JSON progress document, while it trains
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{g.metrics_base_port}/progress", timeout=2) as r:
+                doc: dict[str, Any] = json.load(r)
+        except OSError:
+            return None
+        return doc if doc["step"] > 0 else None
+
+    document = wait_until(progress, 120, "a progress document with step > 0", interval=0.2)
+    assert document["isChief"] is True and document["state"] in ("training", "checkpointing", "exporting")
     summaries = finish(g, tmp_path)
     assert_exactly_once(summaries, payloads)
     assert summaries[0]["step"] == summaries[1]["step"]
     assert all(s["localRows"] > 0 for s in summaries)  # both workers took part
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     serve = tf.saved_model.load(str(tmp_path / "models" / "1")).signatures["serving_default"]
     predicted = serve(pixels=tf.constant(test.features["pixels"]))["class"].numpy()
     accuracy = float(np.mean(predicted == test.labels))

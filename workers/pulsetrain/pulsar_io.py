@@ -9,7 +9,9 @@ reason as a property. Secrets are read when connecting and never logged.
 
 from __future__ import annotations
 
+import json
 import logging
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -85,3 +87,18 @@ class DeadLetters:
     def close(self) -> None:
         self.producer.flush()
         self.producer.close()
+
+
+def backlog(admin_url: str, topic: str, subscription: str, timeout: float = 5.0) -> int | None:
+    """The subscription's backlog from the admin REST API; None when it cannot be read."""
+    name = topic.split("://", 1)[1] if "://" in topic else f"public/default/{topic}"
+    kind = topic.split("://", 1)[0] if "://" in topic else "persistent"
+    url = f"{admin_url.rstrip('/')}/admin/v2/{kind}/{name}/stats"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            stats = json.load(response)
+    except (OSError, ValueError) as exc:
+        log.debug("backlog of %s unavailable: %s", topic, exc)
+        return None
+    value = stats.get("subscriptions", {}).get(subscription, {}).get("msgBacklog")
+    return int(value) if isinstance(value, int) else None

@@ -4,13 +4,17 @@ Everything that is decided per message happens here, on the host, before TensorF
 malformed messages go to the dead-letter topic and are acknowledged; messages already inside a durable
 checkpoint (redelivered after a restart) are acknowledged and skipped; good rows wait in a buffer,
 each with its message ID, until a training step takes them. Nothing good is acknowledged here: that
-happens after the checkpoint containing it is committed. If Pulsar is unreachable, `take` keeps
-retrying with back-off and reports it, so the training loop keeps stepping with its peers.
+happens after the checkpoint containing it is committed. If Pulsar is unreachable, `fill` keeps
+retrying with back-off and reports it, so the training loop keeps stepping with its peers. A receive
+thread receives and decodes a few batches ahead, overlapping with the training step (which releases
+the GIL); everything that touches the ledger, acknowledges or dead-letters stays on the loop's thread.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -22,18 +26,29 @@ import numpy.typing as npt
 import pulsar
 
 from pulsetrain.config import WorkerConfig
-from pulsetrain.decode import Decoder
+from pulsetrain.decode import DecodedBatch, Decoder
 from pulsetrain.hooks import load_hook
 from pulsetrain.ledger import Ledger
 from pulsetrain.pulsar_io import DeadLetters, connect, subscribe
 
 log = logging.getLogger(__name__)
+PREFETCH_BATCHES = 4  # decoded batches the receive thread may hold ahead of the training loop
 DIGEST_MODULUS = 1 << 40  # per-message digests are summed in int64: 2^40 leaves room for 2^23 messages
 
 
 def digest(payload: bytes) -> int:
     """A message's contribution to the exactly-once check: crc32 and adler32 combined, below 2^40."""
     return ((zlib.crc32(payload) << 8) ^ zlib.adler32(payload)) % DIGEST_MODULUS
+
+
+@dataclass(frozen=True)
+class Received:
+    """One received batch, decoded by the receive thread: messages, their IDs, digests, decoded rows."""
+
+    messages: list[pulsar.Message]
+    ids: list[bytes]
+    digests: npt.NDArray[np.int64]
+    decoded: DecodedBatch
 
 
 @dataclass
@@ -72,6 +87,9 @@ class Source:
         self.unavailable: str | None = None
         self._retry_at = 0.0
         self._backoff = 1.0
+        self._received: queue.Queue[Received] = queue.Queue()
+        self._closing = threading.Event()
+        self._receiver: threading.Thread | None = None
 
     # -- connection ---------------------------------------------------------------------------
     def _connect(self) -> bool:
@@ -94,53 +112,78 @@ class Source:
             return False
         self.unavailable, self._backoff = None, 1.0
         self.last_message_at = time.monotonic()
+        self._closing.clear()
+        self._receiver = threading.Thread(target=self._receive_loop, name="pulsar-receive", daemon=True)
+        self._receiver.start()
         return True
 
     # -- receiving ----------------------------------------------------------------------------
+    def _receive_loop(self) -> None:
+        """Background thread: receive and decode batches ahead of the training loop (bounded)."""
+        consumer = self.consumer
+        assert consumer is not None
+        while not self._closing.is_set():
+            if self._received.qsize() >= PREFETCH_BATCHES:
+                self._closing.wait(0.002)
+                continue
+            try:
+                messages = list(consumer.batch_receive())
+            except pulsar.Timeout:
+                continue
+            except Exception as exc:  # the client raises its own types; it reconnects by itself
+                if self._closing.is_set():
+                    return
+                self.unavailable = f"receive failed: {exc}"
+                log.warning(self.unavailable)
+                self._closing.wait(1.0)
+                continue
+            if messages:
+                payloads = [m.data() for m in messages]
+                item = Received(messages, [m.message_id().serialize() for m in messages],
+                                np.array([digest(p) for p in payloads], dtype=np.int64), self.decoder.decode(payloads))
+                self._received.put(item)
+
     def fill(self, wanted: int) -> None:
-        """Receive one batch if fewer than `wanted` rows are buffered."""
+        """Move received batches into the buffer until `wanted` rows are there or the batch timeout passes."""
         if self.buffered >= wanted or not self._connect():
             return
-        assert self.consumer is not None
-        try:
-            messages = self.consumer.batch_receive()
-        except pulsar.Timeout:
-            return
-        except Exception as exc:
-            self.unavailable = f"receive failed: {exc}"
-            log.warning(self.unavailable)
-            return
-        if len(messages):
+        deadline = time.monotonic() + self.config.source.pulsar.batch_receive_timeout_ms / 1000
+        while self.buffered < wanted:
+            try:
+                item = self._received.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            self.unavailable = None
             self.last_message_at = time.monotonic()
-            self.on_received(len(messages))
-            self._admit(list(messages))
+            self.on_received(len(item.messages))
+            self._admit(item)
 
-    def _admit(self, messages: list[pulsar.Message]) -> None:
+    def _admit(self, item: Received) -> None:
         assert self.consumer is not None and self.dead_letters is not None
-        fresh = []
-        for message in messages:
-            message_id = message.message_id().serialize()
+        skip: set[int] = set()
+        for index, (message, message_id) in enumerate(zip(item.messages, item.ids, strict=True)):
             if self.ledger.is_duplicate(message_id):
                 self.consumer.acknowledge(message)  # already inside a committed checkpoint
-            elif not self.ledger.is_pending(message_id) and message_id not in self.pending:
-                fresh.append(message)  # (pending ones came back after a reconnect: acked at the next commit)
-        if not fresh:
-            return
-        batch = self.decoder.decode([m.data() for m in fresh])
+                skip.add(index)
+            elif self.ledger.is_pending(message_id) or message_id in self.pending:
+                skip.add(index)  # came back after a reconnect: acknowledged with the next commit
+        batch = item.decoded
         for index, reason in batch.rejects:
-            self.dead_letters.send(fresh[index], reason)
-            self.consumer.acknowledge(fresh[index])
-            self.on_reject(reason)
-        good = [fresh[int(i)] for i in batch.valid_index]
-        if not good:
+            if index not in skip:
+                self.dead_letters.send(item.messages[index], reason)
+                self.consumer.acknowledge(item.messages[index])
+                self.on_reject(reason)
+        keep = [row for row, index in enumerate(batch.valid_index) if int(index) not in skip]
+        if not keep:
             return
-        features, labels = batch.features, batch.labels
+        rows_of = np.asarray(keep)
+        sources = [int(batch.valid_index[row]) for row in keep]
+        features = {name: values[rows_of] for name, values in batch.features.items()}
         if self.preprocess is not None:
             features = self.preprocess(features)
-        ids = [m.message_id().serialize() for m in good]
-        self.pending.update((i, m.message_id()) for i, m in zip(ids, good, strict=True))
-        rows = Rows(flatten(self.config, features, len(good)), labels,
-                    np.array([digest(m.data()) for m in good], dtype=np.int64), ids)
+        ids = [item.ids[i] for i in sources]
+        self.pending.update((item.ids[i], item.messages[i].message_id()) for i in sources)
+        rows = Rows(flatten(self.config, features, len(keep)), batch.labels[rows_of], item.digests[sources], ids)
         self.buffer.append(rows)
         self.buffered += len(rows)
 
@@ -186,6 +229,10 @@ class Source:
         return done
 
     def close(self) -> None:
+        self._closing.set()
+        if self._receiver is not None:
+            self._receiver.join(timeout=5)
+            self._receiver = None
         for closer in (self.dead_letters, self.consumer, self.client):
             if closer is not None:
                 try:

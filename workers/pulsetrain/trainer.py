@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from pulsetrain.checkpoints import CheckpointStore
 from pulsetrain.config import TFConfig, WorkerConfig
@@ -37,6 +38,9 @@ from pulsetrain.telemetry import Telemetry
 log = logging.getLogger(__name__)
 COLLECTIVE_TIMEOUT_S = 600
 SUM = tf.distribute.ReduceOp.SUM
+SUMMARY_EVERY_STEPS = 10
+SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
 SourceFactory = Callable[[WorkerConfig, Ledger, Callable[[str], None], Callable[[int], None]], Source]
 
 
@@ -94,6 +98,8 @@ class Trainer:
         self._sync_fn = tf.function(self._sync)
         self.train_step = tf.function(self._train)
         self._stat_size = statistic_size(config)
+        log_dir = config.storage.log_dir
+        self.summaries = tf.summary.create_file_writer(log_dir) if log_dir and self.is_chief else None
 
     # -- collectives ------------------------------------------------------------------------------
     def _sync(self, values: tf.Tensor) -> tf.Tensor:
@@ -132,6 +138,16 @@ class Trainer:
             self.digest_sum.assign(totals[1])
 
         self.strategy.run(tf.function(local))
+
+    def _summarise(self, step: int, loss: float, metrics: dict[str, float]) -> None:
+        """TensorBoard scalars (chief only), written with the core summary op: the `tensorboard` package
+        (which `tf.summary.scalar` imports) is not a dependency of tensorflow-cpu."""
+        assert self.summaries is not None
+        values = {"loss": loss, "samples_per_second": self.telemetry.samples_per_second(),
+                  **{f"metrics/{name}": value for name, value in metrics.items()}}
+        with self.summaries.as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.write(tag, tf.constant(value, tf.float32), metadata=SCALAR_METADATA)
 
     def barrier(self) -> None:
         self.allreduce([1.0])
@@ -215,6 +231,8 @@ class Trainer:
                 source.fill(self.batch)
                 if source.unavailable:
                     self.telemetry.set_state("source-unavailable", source.unavailable)
+                elif self.telemetry.state == "source-unavailable":
+                    self.telemetry.set_state("training")
                 rows = source.take(self.batch)
                 every_s = training.checkpoint_every_seconds
                 export_s = training.export_every_seconds
@@ -238,6 +256,8 @@ class Trainer:
                     metrics = metric_values(self.config, stats_window, rows_window) or metrics
                     self.telemetry.step_done(step, len(rows), float(loss.numpy()), metrics,
                                              time.monotonic() - started)
+                    if self.summaries is not None and step % SUMMARY_EVERY_STEPS == 0:
+                        self._summarise(step, float(loss.numpy()), metrics)
                     if rows_window >= 20 * self.batch * self.num_workers:
                         stats_window, rows_window = np.zeros(self._stat_size), 0.0
                 finished = bool(stop) or (training.mode == "bounded" and (
@@ -264,3 +284,5 @@ class Trainer:
                     "restoredStep": restored_step, "trainSeconds": last_step_at - first_step_at}
         finally:
             source.close()
+            if self.summaries is not None:
+                self.summaries.flush()

@@ -28,10 +28,12 @@ from types import FrameType
 from pulsetrain.config import ConfigError, TFConfig, WorkerConfig, load_config_file, tf_config_from_env
 from pulsetrain.http_server import serve
 from pulsetrain.peers import PeerTimeout, parse_address, wait_for_peers
+from pulsetrain.pulsar_io import backlog
 from pulsetrain.telemetry import Telemetry
 
 log = logging.getLogger("pulsetrain.worker")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_PEERS = 0, 1, 2, 3
+BACKLOG_EVERY_S = 10.0
 PEER_DEADLINE_S = float(os.environ.get("PULSETRAIN_PEER_DEADLINE_SECONDS", "300"))
 
 
@@ -69,6 +71,19 @@ def wait_for_gang(tf_config: TFConfig) -> None:
         wait_for_peers(list(tf_config.workers), tf_config.task_index, PEER_DEADLINE_S)
     finally:
         holder.close()
+
+
+def watch_backlog(config: WorkerConfig, telemetry: Telemetry, stop: threading.Event) -> None:
+    """The chief reports the subscription's backlog (from the admin API) every 10 s."""
+    pulsar_cfg = config.source.pulsar
+    if not pulsar_cfg.admin_url:
+        return
+
+    def loop() -> None:
+        while not stop.wait(BACKLOG_EVERY_S):
+            telemetry.set_backlog(backlog(pulsar_cfg.admin_url or "", pulsar_cfg.topic, pulsar_cfg.subscription))
+
+    threading.Thread(target=loop, name="backlog", daemon=True).start()
 
 
 def train(config: WorkerConfig, tf_config: TFConfig | None, telemetry: Telemetry, stop: threading.Event,
@@ -111,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, request_stop)
 
     install_signal_handlers()
+    finished = threading.Event()
+    if index == 0:
+        watch_backlog(config, telemetry, finished)
     try:
         if tf_config is not None and tf_config.num_workers > 1:
             telemetry.set_state("waiting-for-peers")
@@ -125,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pulsetrain worker: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
+        finished.set()
         server.close()
     line = json.dumps({"worker": index, **summary})
     print(f"pulsetrain: finished {line}", flush=True)
