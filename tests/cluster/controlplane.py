@@ -83,6 +83,15 @@ def write_kubeconfig(path: Path, server: str, ca: Path, client: CertPair, user: 
     path.chmod(0o600)
 
 
+def _component_flags(kubeconfig: Path, port: int) -> list[str]:
+    """What controller-manager and scheduler share: one identity for the API, health on loopback."""
+    return [
+        f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false",
+    ]
+
+
 def _healthy(url: str, context: ssl.SSLContext | None) -> bool:
     """GET `url` answers 200 (`context` is only used for https URLs)."""
     try:
@@ -170,10 +179,8 @@ class ControlPlane:
         kubeconfig = cfg.kubeconfig(CONTROLLER_MANAGER)
         return [
             str(self.tools.controller_manager),
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={cfg.controller_manager_port}",
-            "--leader-elect=false", "--use-service-account-credentials=true",
+            *_component_flags(kubeconfig, cfg.controller_manager_port),
+            "--use-service-account-credentials=true",
             f"--root-ca-file={pki / 'ca.crt'}",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
@@ -187,10 +194,8 @@ class ControlPlane:
         kubeconfig = cfg.kubeconfig(SCHEDULER)
         return [
             str(self.tools.scheduler),
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={cfg.scheduler_port}",
-            "--leader-elect=false", "--profiling=false", "--v=1",
+            *_component_flags(kubeconfig, cfg.scheduler_port),
+            "--profiling=false", "--v=1",
         ]
 
     def _wait(self, name: str, check_url: str, context: ssl.SSLContext, timeout: float) -> None:
