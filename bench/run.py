@@ -39,15 +39,17 @@ from pulsetrain.produce import publish
 FEATURES = 784
 
 
-def worker_config(service_url: str, topic: str, root: Path, batch: int, checkpoint_every: int) -> dict[str, Any]:
+def worker_config(service_url: str, topic: str, root: Path, batch: int, checkpoint_every: int,
+                  total: int = 0) -> dict[str, Any]:
+    """Stops at `total` messages (so no idle tail is timed); the idle timeout only guards a broken run."""
     return {
         "source": {"pulsar": {"serviceUrl": service_url, "topic": topic,
                               "subscription": f"bench-{uuid.uuid4().hex[:6]}", "receiverQueueSize": 4 * batch}},
         "data": {"format": "raw", "features": [{"name": "image", "dtype": "float32", "shape": [FEATURES]}],
                  "label": {"name": "label", "dtype": "int64", "shape": []}},
         "model": {"builtin": "mlp", "task": "classification", "numClasses": 10, "mlp": {"hiddenUnits": [64]}},
-        "training": {"mode": "bounded", "batchSize": batch, "idleTimeoutSeconds": 3,
-                     "checkpointEverySteps": checkpoint_every},
+        "training": {"mode": "bounded", "batchSize": batch, "idleTimeoutSeconds": 30,
+                     "checkpointEverySteps": checkpoint_every, **({"maxMessages": total} if total else {})},
         "storage": {"checkpointDir": str(root / "checkpoints"), "exportDir": str(root / "models")},
     }
 
@@ -103,6 +105,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=200, help="training steps per run (default 200)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' directories (logs, summaries)")
     parser.add_argument("--only", nargs="*", help="run only these (memory, pulsar, pulsar+checkpoints, naive)")
     args = parser.parse_args()
     service_url, broker_pid = args.service_url, None
@@ -140,7 +143,7 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         started = time.monotonic()
-        doc = worker_config(service_url, topic, root / name, args.batch, every)
+        doc = worker_config(service_url, topic, root / name, args.batch, every, total)
         broker_before = cpu_seconds(broker_pid)
         results[name] = run_gang(mode, doc, root / name, args.workers, rows_per_worker)
         wall = time.monotonic() - started
@@ -148,7 +151,8 @@ def main() -> int:
         print(f"  {name}: {results[name]:,.0f} samples/s per worker ({wall:.0f}s; the broker used "
               f"{broker_cpu[name]:.1f} CPU-s = {broker_cpu[name] / (wall * (os.cpu_count() or 1)):.0%} of the "
               f"machine)", file=sys.stderr)
-    shutil.rmtree(root, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
     if args.only:
         return 0
     raw_rate, json_rate = decode_rates(args.batch)
