@@ -224,3 +224,27 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_all_train(pulsar_bro
         assert len(kinds) >= 6, letters  # the reasons name the kind of problem
     finally:
         client.close()
+
+
+def test_continuous_mode_exports_versions_until_sigterm(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
+    topic = f"persistent://public/default/continuous-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=6)
+    publish(pulsar_broker.service_url, topic, payloads)
+    config = make_config(tmp_path, pulsar_broker.service_url, topic, mode="continuous", batchSize=16,
+                         exportEverySteps=50)
+    doc = json.loads(config.read_text())
+    del doc["training"]["idleTimeoutSeconds"]  # continuous mode never stops by itself
+    config.write_text(json.dumps(doc))
+    g = gang(tmp_path, config)
+    g.start(tmp_path)
+    models = tmp_path / "models"
+    wait_until(lambda: models.exists() and len([p for p in models.iterdir() if p.name.isdigit()]) >= 2, 180,
+               "two exported versions")
+    g.processes[0].send_signal(signal.SIGTERM)
+    summaries = finish(g, tmp_path, timeout=60)
+    assert summaries[0]["step"] == summaries[1]["step"]
+    versions = sorted(int(p.name) for p in models.iterdir() if p.name.isdigit())
+    assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 3  # + the export at stop
+    assert not [p for p in models.iterdir() if p.name.startswith(".")]  # no half-written version left
+    last = json.loads((models / str(versions[-1]) / "pulsetrain.json").read_text())
+    assert last["step"] == summaries[0]["step"] and last["samples"] == summaries[0]["trainedSamples"]
