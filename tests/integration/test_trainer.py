@@ -248,3 +248,25 @@ def test_continuous_mode_exports_versions_until_sigterm(pulsar_broker: PulsarURL
     assert not [p for p in models.iterdir() if p.name.startswith(".")]  # no half-written version left
     last = json.loads((models / str(versions[-1]) / "pulsetrain.json").read_text())
     assert last["step"] == summaries[0]["step"] and last["samples"] == summaries[0]["trainedSamples"]
+
+
+def test_user_model_and_preprocess_hooks_and_max_steps(pulsar_broker: PulsarURLs, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = f"persistent://public/default/hooks-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=1)
+    publish(pulsar_broker.service_url, topic, payloads)
+    config = make_config(tmp_path, pulsar_broker.service_url, topic, maxSteps=15)
+    doc = json.loads(config.read_text())
+    doc["model"] = {"custom": "tests.integration.user_hooks:tiny_model", "task": "classification",
+                    "numClasses": 10, "preprocess": "tests.integration.user_hooks:halve"}
+    config.write_text(json.dumps(doc))
+    hook_log = tmp_path / "hooks.log"
+    monkeypatch.setenv("PULSETRAIN_TEST_HOOK_LOG", str(hook_log))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    g = gang(tmp_path, config, workers=1)
+    g.start(tmp_path)
+    (summary,) = finish(g, tmp_path)
+    assert summary["step"] == 15 and summary["trainedSamples"] == 15 * 32
+    calls = hook_log.read_text().splitlines()
+    assert calls.count("model") == 1
+    assert any(line.startswith("preprocess ") for line in calls)
