@@ -270,3 +270,39 @@ def test_user_model_and_preprocess_hooks_and_max_steps(pulsar_broker: PulsarURLs
     calls = hook_log.read_text().splitlines()
     assert calls.count("model") == 1
     assert any(line.startswith("preprocess ") for line in calls)
+
+
+def test_broker_outage_is_reported_and_waited_out(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
+    from tests.cluster.pulsar_server import PulsarServer
+    from tests.cluster.testbed import TestBedInfo
+
+    info = TestBedInfo.load()
+    assert info is not None and info.pulsar_service_url == pulsar_broker.service_url, "needs the own test bed"
+    broker = PulsarServer.running_in(Path(info.state) / "pulsar")
+    assert broker is not None
+    topic = f"persistent://public/default/outage-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=10)
+    publish(pulsar_broker.service_url, topic, payloads)
+    g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic, batchSize=16, idleTimeoutSeconds=8))
+    g.start(tmp_path)
+
+    def progress() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{g.metrics_base_port}/progress", timeout=2) as r:
+                return json.load(r)  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    try:
+        wait_until(lambda: committed(tmp_path) >= 1, 120, "a committed checkpoint", interval=0.05)
+        broker.stop()
+        document = wait_until(lambda: (d := progress()) and d["state"] == "source-unavailable" and d, 60,
+                              "the progress document to report the outage")
+        assert "Pulsar" in document["message"]
+        time.sleep(10)  # longer than the idle timeout: an outage must not end a bounded run
+        assert all(p.poll() is None for p in g.processes)
+    finally:
+        broker.start()
+        broker.wait_ready(timeout=180)
+    summaries = finish(g, tmp_path, timeout=300)
+    assert_exactly_once(summaries, payloads)

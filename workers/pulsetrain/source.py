@@ -144,8 +144,22 @@ class Source:
                 self._received.put(item)
 
     def fill(self, wanted: int) -> None:
-        """Move received batches into the buffer until `wanted` rows are there or the batch timeout passes."""
-        if self.buffered >= wanted or not self._connect():
+        """Move received batches into the buffer until `wanted` rows are there or the batch timeout passes.
+
+        While Pulsar is unreachable the reason is in `unavailable` and the idle clock stands still: an
+        outage is not the end of a bounded stream, so the gang waits it out (and says so)."""
+        connected = self._connect()
+        if connected and self.consumer is not None and not self.consumer.is_connected():
+            if not self.unavailable:
+                self.unavailable = (f"lost the connection to Pulsar at {self.config.source.pulsar.service_url}; "
+                                    "the client is reconnecting")
+                log.warning(self.unavailable)
+        elif connected and self.unavailable:
+            log.info("Pulsar is reachable again")
+            self.unavailable = None
+        if self.unavailable:
+            self.last_message_at = time.monotonic()
+        if self.buffered >= wanted or not connected:
             return
         deadline = time.monotonic() + self.config.source.pulsar.batch_receive_timeout_ms / 1000
         while self.buffered < wanted:
