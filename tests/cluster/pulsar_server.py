@@ -143,8 +143,11 @@ class PulsarServer:
 
     def __init__(self, data_dir: Path | None = None, advertised_address: str = "127.0.0.1",
                  broker_port: int = 6650, web_port: int = 8080, bookie_port: int = 3181,
-                 bind_address: str | None = None) -> None:
+                 bind_address: str | None = None, config: dict[str, str] | None = None,
+                 admin_token: str | None = None) -> None:
         self.data_dir = (data_dir or state_dir() / "pulsar").resolve()
+        self.config = dict(config or {})  # extra standalone.conf settings (authentication, say)
+        self.admin_token = admin_token  # for the health check of a broker that requires authentication
         self.advertised_address = advertised_address
         # Bind where clients are told to connect; "0.0.0.0" also works if loopback access is needed.
         self.bind_address = bind_address or advertised_address
@@ -206,7 +209,7 @@ class PulsarServer:
         conf = self.data_dir / "standalone.conf"
         conf.write_text(_render_config({
             "bindAddress": self.bind_address, "brokerServicePort": str(self.broker_port),
-            "webServicePort": str(self.web_port)}))
+            "webServicePort": str(self.web_port), **self.config}))
         argv = [str(install.java), *JVM_OPTS,
                 f"-Dlog4j2.configurationFile={HERE / 'log4j2.yaml'}",
                 f"-Dpulsar.log.dir={self.log_file.parent}", f"-Dpulsar.log.file={self.log_file.name}",
@@ -230,7 +233,10 @@ class PulsarServer:
         checks = (("/admin/v2/brokers/health", "ok"), ("/admin/v2/namespaces/public", "public/default"))
         for path, expect in checks:
             try:
-                with urllib.request.urlopen(self.admin_url + path, timeout=10) as response:
+                request = urllib.request.Request(self.admin_url + path)
+                if self.admin_token:
+                    request.add_header("Authorization", f"Bearer {self.admin_token}")
+                with urllib.request.urlopen(request, timeout=10) as response:
                     if response.status != 200 or expect not in response.read().decode():
                         return False
             except OSError:  # URLError and timeouts included

@@ -1,0 +1,92 @@
+"""Token authentication end to end: a second, authentication-enforcing Pulsar standalone; a client
+without a token is refused; a worker whose configuration names a token file trains on it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pulsar
+import pytest
+
+from tests.cluster.pulsar_server import PulsarServer
+from tests.integration.test_trainer import digits_payloads, finish, gang, make_config
+
+pytestmark = pytest.mark.integration
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(subject: str, secret: bytes) -> str:
+    """An HS256 JSON Web Token, as `pulsar tokens create --secret-key` makes."""
+    header, claims = json.dumps({"alg": "HS256"}).encode(), json.dumps({"sub": subject}).encode()
+    signing_input = f"{_b64(header)}.{_b64(claims)}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+@pytest.fixture(scope="module")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PulsarServer, str]]:
+    root = tmp_path_factory.mktemp("secured-pulsar")
+    secret = uuid.uuid4().bytes * 2
+    (root / "secret.key").write_bytes(secret)
+    admin = jwt("admin", secret)
+    server = PulsarServer(root / "data", "127.0.0.1", broker_port=6652, web_port=8082, bookie_port=3182,
+                          admin_token=admin, config={
+                              "authenticationEnabled": "true",
+                              "authenticationProviders":
+                                  "org.apache.pulsar.broker.authentication.AuthenticationProviderToken",
+                              "tokenSecretKey": f"file://{root / 'secret.key'}",
+                              "superUserRoles": "admin",
+                              "brokerClientAuthenticationPlugin":
+                                  "org.apache.pulsar.client.impl.auth.AuthenticationToken",
+                              "brokerClientAuthenticationParameters": f"token:{admin}",
+                          })
+    server.start()
+    try:
+        server.wait_ready(timeout=180)
+        yield server, jwt("trainer", secret)
+    finally:
+        server.stop()
+
+
+def test_client_without_token_is_refused(secured_broker: tuple[PulsarServer, str]) -> None:
+    server, _ = secured_broker
+    client = pulsar.Client(server.service_url, operation_timeout_seconds=5,
+                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    try:
+        with pytest.raises(pulsar.PulsarException):
+            client.create_producer(f"refused-{uuid.uuid4().hex[:6]}")
+    finally:
+        client.close()
+
+
+def test_worker_trains_with_a_token_file(secured_broker: tuple[PulsarServer, str], tmp_path: Path) -> None:
+    server, token = secured_broker
+    topic = f"persistent://public/default/secured-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=1)
+    client = pulsar.Client(server.service_url, authentication=pulsar.AuthenticationToken(token),
+                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    producer = client.create_producer(topic, batching_enabled=True, block_if_queue_full=True)
+    for payload in payloads:
+        producer.send_async(payload, lambda *_: None)
+    producer.flush()
+    client.close()
+    (tmp_path / "token").write_text(token + "\n")
+    config = make_config(tmp_path, server.service_url, topic)
+    doc = json.loads(config.read_text())
+    doc["source"]["pulsar"]["authentication"] = {"token": {"file": str(tmp_path / "token")}}
+    config.write_text(json.dumps(doc))
+    g = gang(tmp_path, config, workers=1)
+    g.start(tmp_path)
+    (summary,) = finish(g, tmp_path)
+    assert summary["trainedSamples"] == len(payloads)
+    log = (tmp_path / "worker-0.log").read_text()
+    assert token not in log and "authentication: TokenAuth" in log  # used, never logged
