@@ -43,6 +43,14 @@ def wait_pod_phase(cluster: Cluster, namespace: str, name: str, phases: set[str]
     return wait_until(check, timeout, f"pod {namespace}/{name} phase in {sorted(phases)}")
 
 
+def container_status(cluster: Cluster, namespace: str, pod: str) -> dict[str, Any]:
+    """The first container's status of a pod ({} while there is none)."""
+    found = get_json(cluster, "pod", pod, "-n", namespace)
+    statuses = (found or {}).get("status", {}).get("containerStatuses") or [{}]
+    status: dict[str, Any] = statuses[0]
+    return status
+
+
 def logs(cluster: Cluster, namespace: str, pod: str, container: str | None = None) -> str:
     args = ["logs", "-n", namespace, pod] + (["-c", container] if container else [])
     return cluster.kubectl(*args, check=False).stdout

@@ -15,7 +15,7 @@ import pulsar
 import pytest
 
 from tests.cluster.pulsar_server import PulsarServer
-from tests.integration.test_trainer import digits_payloads, finish, gang, make_config
+from tests.integration.test_trainer import digits_payloads, finish, gang, make_config, publish
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +72,7 @@ def test_worker_trains_with_a_token_file(secured_broker: tuple[PulsarServer, str
     server, token = secured_broker
     topic = f"persistent://public/default/secured-{uuid.uuid4().hex[:8]}"
     _, payloads = digits_payloads(repeat=1)
-    client = pulsar.Client(server.service_url, authentication=pulsar.AuthenticationToken(token),
-                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
-    producer = client.create_producer(topic, batching_enabled=True, block_if_queue_full=True)
-    for payload in payloads:
-        producer.send_async(payload, lambda *_: None)
-    producer.flush()
-    client.close()
+    publish(server.service_url, topic, payloads, authentication=pulsar.AuthenticationToken(token))
     (tmp_path / "token").write_text(token + "\n")
     config = make_config(tmp_path, server.service_url, topic)
     doc = json.loads(config.read_text())

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import Cluster, PulsarURLs
-from tests.support import apply, get_json, logs, wait_pod_phase, wait_until
+from tests.support import apply, container_status, get_json, logs, wait_pod_phase, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +72,8 @@ def test_missing_configmap_waits_then_starts(testbed_cluster: Cluster, namespace
     """)
 
     def waiting_reason() -> str | None:
-        pod = get_json(testbed_cluster, "pod", "waits", "-n", namespace)
-        statuses = (pod or {}).get("status", {}).get("containerStatuses") or [{}]
-        reason: str | None = statuses[0].get("state", {}).get("waiting", {}).get("reason")
+        status = container_status(testbed_cluster, namespace, "waits")
+        reason: str | None = status.get("state", {}).get("waiting", {}).get("reason")
         return reason
 
     assert wait_until(waiting_reason, 60, "CreateContainerConfigError") == "CreateContainerConfigError"
@@ -135,7 +134,7 @@ def test_on_failure_restarts_and_counts(testbed_cluster: Cluster, namespace: str
           volumes: [{name: state, emptyDir: {}}]
     """)
     assert wait_pod_phase(testbed_cluster, namespace, "flaky", {"Succeeded", "Failed"}) == "Succeeded"
-    status = get_json(testbed_cluster, "pod", "flaky", "-n", namespace)["status"]["containerStatuses"][0]
+    status = container_status(testbed_cluster, namespace, "flaky")
     assert status["restartCount"] == 1
     assert status["lastState"]["terminated"]["exitCode"] == 3
     assert status["state"]["terminated"]["reason"] == "Completed"
@@ -157,9 +156,7 @@ def test_failing_liveness_probe_restarts_container(testbed_cluster: Cluster, nam
     """)
 
     def restarts() -> int | None:
-        pod = get_json(testbed_cluster, "pod", "unhealthy", "-n", namespace)
-        statuses = (pod or {}).get("status", {}).get("containerStatuses") or [{}]
-        count = statuses[0].get("restartCount", 0)
+        count = container_status(testbed_cluster, namespace, "unhealthy").get("restartCount", 0)
         return count if count >= 1 else None
 
     assert wait_until(restarts, 60, "a liveness restart") >= 1

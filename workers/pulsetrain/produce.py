@@ -87,8 +87,13 @@ def publish(
     *,
     progress: bool = True,
     chunk: int = 1000,
+    keys: Sequence[str] | None = None,
 ) -> int:
-    """Send every payload (asynchronously, in chunks, flushed); raises if the broker rejects any."""
+    """Send every payload (asynchronously, in chunks, flushed); raises if the broker rejects any.
+
+    `keys`, one per payload, become the messages' partition keys (what Key_Shared routes by)."""
+    if keys is not None and len(keys) != len(payloads):
+        raise ValueError(f"keys: {len(keys)} given for {len(payloads)} payloads; give one per payload")
     failures: list[str] = []
 
     def sent(result: pulsar.Result, _message_id: Any) -> None:
@@ -97,8 +102,8 @@ def publish(
 
     bar = Progress(len(payloads), "messages") if progress else None
     for start in range(0, len(payloads), chunk):
-        for payload in payloads[start:start + chunk]:
-            producer.send_async(payload, sent)
+        for index in range(start, min(start + chunk, len(payloads))):
+            producer.send_async(payloads[index], sent, partition_key=keys[index] if keys else None)
         producer.flush()
         if failures:
             raise RuntimeError(f"the broker rejected {len(failures)} message(s): {failures[0]}")

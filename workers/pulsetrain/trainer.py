@@ -187,7 +187,7 @@ class Trainer:
         self.normalizer.set(mean, std)
         log.info("normalisation estimated from %d rows", int(totals[-1]))
 
-    def _commit(self, source: Source, ledger: Any, step: int) -> None:
+    def _commit(self, source: Source, ledger: Ledger, step: int) -> None:
         self.telemetry.set_state("checkpointing")
         self._save_totals()
         name = self.store.save(step)
