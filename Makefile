@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV := $(shell $(PYTHON) hack/venv.py --print-only)
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-LINT_PATHS := workers tests bench hack
+LINT_PATHS := workers operator tests bench hack
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools lint unit test bench testbed-up testbed-down testbed-status clean
+.PHONY: help venv tools lint unit render test bench testbed-up testbed-down testbed-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ lint: venv ## ruff and mypy --strict
 
 unit: venv ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+render: venv ## Regenerate the CRD manifests from operator/pulsetrain_operator/crd.py
+	$(PY) hack/render_manifests.py
 
 test: tools ## Everything: unit, integration and e2e tests on the real test bed (starts and stops it)
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -1,8 +1,11 @@
 """What the process kubelet promises pods: env and volumes, shared claims, restarts with back-off,
-liveness probes, and graceful deletion (SIGTERM, grace period, SIGKILL, object removed)."""
+liveness probes, termination messages, and graceful deletion (SIGTERM, grace period, SIGKILL, object
+removed)."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 
@@ -139,6 +142,48 @@ def test_on_failure_restarts_and_counts(testbed_cluster: Cluster, namespace: str
     assert status["lastState"]["terminated"]["exitCode"] == 3
     assert status["state"]["terminated"]["reason"] == "Completed"
     assert "second run" in logs(testbed_cluster, namespace, "flaky")
+
+
+def test_termination_messages_from_the_file_and_from_the_logs(testbed_cluster: Cluster, namespace: str) -> None:
+    apply(testbed_cluster, namespace, """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: reports}
+        spec:
+          restartPolicy: OnFailure
+          containers:
+          - name: c
+            image: python:3.11
+            command: [sh, -c]
+            args:
+            - >-
+              if [ -f /state/ran ]; then printf '{"ok": 1}' > /dev/termination-log; exit 0; fi;
+              touch /state/ran; printf '{"attempt": 1}' > /dev/termination-log; exit 3
+            volumeMounts: [{name: state, mountPath: /state}]
+          volumes: [{name: state, emptyDir: {}}]
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: crashes}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: c
+            image: python:3.11
+            terminationMessagePolicy: FallbackToLogsOnError
+            command: [sh, -c, 'for i in $(seq 1 100); do echo "line $i"; done; echo "fatal: it broke" >&2; exit 1']
+    """)
+    assert wait_pod_phase(testbed_cluster, namespace, "reports", {"Succeeded", "Failed"}) == "Succeeded"
+    status = container_status(testbed_cluster, namespace, "reports")
+    assert json.loads(status["state"]["terminated"]["message"]) == {"ok": 1}
+    assert json.loads(status["lastState"]["terminated"]["message"]) == {"attempt": 1}  # the first run's
+
+    assert wait_pod_phase(testbed_cluster, namespace, "crashes", {"Succeeded", "Failed"}) == "Failed"
+    message: str = container_status(testbed_cluster, namespace, "crashes")["state"]["terminated"]["message"]
+    lines = message.splitlines()
+    assert lines[-1] == "fatal: it broke" and lines[0] == "line 22" and len(lines) == 80  # the last 80 lines
+    if testbed_cluster.state is not None:  # our own node: the file was mounted without creating it here
+        assert not os.path.lexists("/dev/termination-log")
 
 
 def test_failing_liveness_probe_restarts_container(testbed_cluster: Cluster, namespace: str) -> None:

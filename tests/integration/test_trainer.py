@@ -23,6 +23,7 @@ import pytest
 from pulsetrain import datasets, produce
 from pulsetrain.encode import encode_batch
 from pulsetrain.local import LocalGang
+from pulsetrain.progress_doc import ProgressDocument
 from pulsetrain.source import digest
 from tests.conftest import PulsarURLs
 from tests.support import wait_until
@@ -167,20 +168,24 @@ def test_sigterm_stops_all_workers_on_one_step_and_restart_continues(pulsar_brok
     publish(pulsar_broker.service_url, topic, payloads)
     config = make_config(tmp_path, pulsar_broker.service_url, topic, batchSize=16)
     first = gang(tmp_path, config)
-    first.start(tmp_path)
+    first.start(tmp_path, termination_logs=tmp_path)
     wait_until(lambda: committed(tmp_path) >= 1, 120, "a committed checkpoint", interval=0.05)
     first.processes[1].send_signal(signal.SIGTERM)
     stopped = finish(first, tmp_path, timeout=60)
     assert stopped[0]["step"] == stopped[1]["step"]
+    outcomes = [ProgressDocument.from_json((tmp_path / f"termination-{i}.json").read_text()) for i in range(2)]
+    assert [(o.state, o.step) for o in outcomes] == [("stopped", stopped[0]["step"])] * 2  # worker 0 too
+    assert outcomes[1].message == "stopped on SIGTERM"
     assert 0 < stopped[0]["trainedSamples"] < len(payloads)
     last = max(int(p.name.split("-")[1].split(".")[0]) for p in (tmp_path / "checkpoints").glob("*.committed"))
     assert last == stopped[0]["step"]  # the stop was checkpointed
     for name in ("summary-0.json", "summary-1.json"):
         (tmp_path / name).unlink()
     second = gang(tmp_path, config)
-    second.start(tmp_path)
+    second.start(tmp_path, termination_logs=tmp_path)
     summaries = finish(second, tmp_path)
     assert summaries[0]["restoredStep"] == stopped[0]["step"]
+    assert ProgressDocument.from_json((tmp_path / "termination-0.json").read_text()).state == "finished"
     assert_exactly_once(summaries, payloads)
 
 

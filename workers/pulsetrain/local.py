@@ -26,7 +26,7 @@ class LocalGang:
     metrics_base_port: int = 9100
     log_dir: Path | None = None
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "pulsetrain.worker"])
-    """The worker program; `--config FILE` (and `--summary FILE`) are appended."""
+    """The worker program; `--config FILE` (and `--summary FILE`, `--termination-log FILE`) are appended."""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def addresses(self) -> list[str]:
@@ -39,10 +39,13 @@ class LocalGang:
                    TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         return env
 
-    def start_worker(self, index: int, summary: Path | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, index: int, summary: Path | None = None,
+                     termination_log: Path | None = None) -> subprocess.Popen[bytes]:
         argv = [*self.command, "--config", str(self.config_path)]
         if summary is not None:
             argv += ["--summary", str(summary)]
+        if termination_log is not None:
+            argv += ["--termination-log", str(termination_log)]
         log_dir = self.log_dir or self.config_path.parent
         log = open(log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115 - owned by the child process
         proc = subprocess.Popen(argv, env=self.env(index), stdout=log, stderr=subprocess.STDOUT,
@@ -50,9 +53,12 @@ class LocalGang:
         log.close()
         return proc
 
-    def start(self, summaries: Path | None = None) -> None:
-        self.processes = [self.start_worker(i, summaries / f"summary-{i}.json" if summaries else None)
-                          for i in range(self.workers)]
+    def start(self, summaries: Path | None = None, termination_logs: Path | None = None) -> None:
+        """Start every worker; each writes `summary-{i}.json` and `termination-{i}.json` where asked."""
+        self.processes = [
+            self.start_worker(i, summaries / f"summary-{i}.json" if summaries else None,
+                              termination_logs / f"termination-{i}.json" if termination_logs else None)
+            for i in range(self.workers)]
 
     def wait(self, timeout: float) -> list[int | None]:
         deadline = time.monotonic() + timeout

@@ -9,6 +9,10 @@ Compatibility rules, because worker and operator images are upgraded independent
 - fields may be added without bumping `schemaVersion`; readers ignore keys they do not know;
 - `schemaVersion` is bumped only for an incompatible change, and a reader refuses a version it does
   not support rather than misread it;
+- a reader refuses a `state` it does not know, so a state is added without a new `schemaVersion` only
+  where older readers cannot meet it: `stopped` (the worker ended because a stop was requested) is
+  written only in the final document a worker leaves in its termination log (`pulsetrain.outcome`),
+  never served on `/progress`, which older operators poll;
 - a missing or mistyped required field is a `ValueError` that names the field;
 - times are RFC 3339 UTC strings (what `status` fields of format date-time want), kept as strings
   here so a document round-trips exactly; non-finite numbers, which JSON cannot carry, are written as
@@ -27,9 +31,9 @@ from typing import Any, Literal
 SCHEMA_VERSION = 1
 
 State = Literal["starting", "waiting-for-peers", "training", "checkpointing", "exporting", "idle",
-                "stopping", "finished", "failed", "source-unavailable"]
+                "stopping", "finished", "failed", "source-unavailable", "stopped"]
 STATES: tuple[State, ...] = ("starting", "waiting-for-peers", "training", "checkpointing", "exporting",
-                             "idle", "stopping", "finished", "failed", "source-unavailable")
+                             "idle", "stopping", "finished", "failed", "source-unavailable", "stopped")
 
 
 def rfc3339(timestamp: float) -> str:
@@ -83,7 +87,7 @@ class ProgressDocument:
     state: State
     step: int
     samples: int
-    """Real samples trained (not padding), over the whole life of the pipeline."""
+    """Real samples trained (not padding) by the whole gang, over the whole life of the pipeline."""
     messages_received: int
     messages_acknowledged: int
     dead_lettered: DeadLettered = field(default_factory=DeadLettered)

@@ -188,10 +188,11 @@ class Telemetry:
             out.family("pulsetrain_state", "gauge", "1 for the worker's current state, 0 for the others.",
                        [({"state": s}, int(s == self._state)) for s in STATES])
             out.family("pulsetrain_step", "gauge", "Last training step completed.", [({}, self._step)])
-            out.family("pulsetrain_samples_total", "counter", "Real samples trained, epoch-free.",
+            out.family("pulsetrain_samples_total", "counter", "Real samples trained by the whole gang, epoch-free.",
                        [({}, self._samples)])
             out.family("pulsetrain_samples_per_second", "gauge",
-                       f"Samples trained per second over the last {self.window:g} s.", [({}, self._rate())])
+                       f"Samples trained per second by the whole gang over the last {self.window:g} s.",
+                       [({}, self._rate())])
             out.family("pulsetrain_step_time_seconds", "gauge", "Duration of the last training step.",
                        [({}, self._step_time)] if self._step_time is not None else [])
             out.family("pulsetrain_messages_received_total", "counter", "Messages received from Pulsar.",

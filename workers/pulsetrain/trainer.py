@@ -254,7 +254,8 @@ class Trainer:
                     stats_window += stats.numpy()
                     rows_window += total_rows
                     metrics = metric_values(self.config, stats_window, rows_window) or metrics
-                    self.telemetry.step_done(step, len(rows), float(loss.numpy()), metrics,
+                    # gang-wide samples: the chief's document speaks for the pipeline (as restored() does)
+                    self.telemetry.step_done(step, int(total_rows), float(loss.numpy()), metrics,
                                              time.monotonic() - started)
                     if self.summaries is not None and step % SUMMARY_EVERY_STEPS == 0:
                         self._summarise(step, float(loss.numpy()), metrics)
@@ -281,7 +282,8 @@ class Trainer:
             return {"step": step, "trainedSamples": int(self.trained.numpy()),
                     "digestSum": int(self.digest_sum.numpy()), "metrics": metrics, "localRows": local_rows,
                     "received": progress.messages_received, "deadLettered": progress.dead_lettered.total,
-                    "restoredStep": restored_step, "trainSeconds": last_step_at - first_step_at}
+                    "restoredStep": restored_step, "trainSeconds": last_step_at - first_step_at,
+                    "stopRequested": bool(stop)}  # by any worker of the gang: they all stop on this step
         finally:
             source.close()
             if self.summaries is not None:

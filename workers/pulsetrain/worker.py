@@ -4,7 +4,9 @@ Order matters here: parse and validate the configuration (exit 2 on a bad one, b
 start the telemetry endpoint; hold our own collective port open and wait until every peer's address
 resolves and accepts connections (exit 3 naming the missing peer, instead of TensorFlow hanging
 without explanation); only then import TensorFlow and train. SIGTERM or SIGINT asks the gang to stop
-after the current step, checkpoint and acknowledge; the worker then exits 0.
+after the current step, checkpoint and acknowledge; the worker then exits 0. With `--termination-log
+PATH` it leaves, however it exits, its final progress document there with the outcome as `state`:
+`finished`, `stopped` or `failed` (see `pulsetrain.outcome`).
 
 Exit codes: 0 done, 1 unexpected error (retryable), 2 invalid configuration (permanent),
 3 peers unreachable (retryable).
@@ -27,6 +29,7 @@ from types import FrameType
 
 from pulsetrain.config import ConfigError, TFConfig, WorkerConfig, load_config_file, tf_config_from_env
 from pulsetrain.http_server import serve
+from pulsetrain.outcome import TerminationLog, stop_message
 from pulsetrain.peers import PeerTimeout, parse_address, wait_for_peers
 from pulsetrain.pulsar_io import backlog
 from pulsetrain.telemetry import Telemetry
@@ -96,29 +99,49 @@ def train(config: WorkerConfig, tf_config: TFConfig | None, telemetry: Telemetry
     return trainer.run()
 
 
+def task_index_from_env() -> int:
+    """This worker's index from TF_CONFIG, 0 when there is none or it is invalid."""
+    with contextlib.suppress(ConfigError):
+        tf_config = tf_config_from_env()
+        return tf_config.task_index if tf_config else 0
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pulsetrain.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True, help="the worker configuration (JSON)")
     parser.add_argument("--summary", type=Path, help="write the final summary (JSON) to this file")
+    parser.add_argument("--termination-log", type=Path, metavar="PATH",
+                        help="at exit, write the outcome (a progress document of at most 4096 bytes) to this "
+                             "file, e.g. /dev/termination-log")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with TerminationLog(args.termination_log, worker=task_index_from_env()) as outcome:
+        return run(args, outcome)
+
+
+def run(args: argparse.Namespace, outcome: TerminationLog) -> int:
     try:
         config = load_config_file(args.config)
         tf_config = tf_config_from_env()
     except ConfigError as exc:
         print(f"pulsetrain worker: invalid configuration: {exc}", file=sys.stderr)
+        outcome.report("failed", f"invalid configuration: {exc}")
         return EXIT_CONFIG
     index = tf_config.task_index if tf_config else 0
     telemetry = Telemetry(pipeline=config.pipeline.name, namespace=config.pipeline.namespace, worker=index,
                           is_chief=index == 0)
+    outcome.progress = telemetry.snapshot
     port = int(os.environ.get("PULSETRAIN_METRICS_PORT", config.observability.port))  # local gangs share a host
     server = serve(telemetry, config.observability.host, port)
     stop = threading.Event()
+    signals: list[int] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping after the current step (checkpoint, acknowledge, exit)", signum)
         telemetry.set_state("stopping")
+        signals.append(signum)
         stop.set()
 
     def install_signal_handlers() -> None:
@@ -136,15 +159,21 @@ def main(argv: list[str] | None = None) -> int:
         summary = train(config, tf_config, telemetry, stop, install_signal_handlers)
     except PeerTimeout as exc:
         telemetry.set_state("failed", str(exc))
+        outcome.report("failed", str(exc))
         log.error("%s", exc)
         return EXIT_PEERS
     except ConfigError as exc:
         telemetry.set_state("failed", str(exc))
+        outcome.report("failed", f"invalid configuration: {exc}")
         print(f"pulsetrain worker: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
         finished.set()
         server.close()
+    if summary.get("stopRequested") or stop.is_set():
+        outcome.report("stopped", stop_message(signals[0] if signals else None))
+    else:
+        outcome.report("finished")
     line = json.dumps({"worker": index, **summary})
     print(f"pulsetrain: finished {line}", flush=True)
     if args.summary:

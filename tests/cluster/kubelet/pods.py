@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.cluster import network
+from tests.cluster.kubelet import termination
 from tests.cluster.kubelet.api import NotFound, Obj, pod_path
 from tests.cluster.kubelet.env import ConfigError, Lookup, container_env
 from tests.cluster.kubelet.probes import ProbeState
@@ -123,6 +124,7 @@ class PodWorker(threading.Thread):
             log_path=self.log_path(spec["name"], record.restart_count),
             argv=argv, env=env, hostname=self.hostname(), workdir=spec.get("workingDir"),
             mounts=mounts, etc_files=self._etc_files(),
+            termination=termination.prepare(self.dir / "containers", spec),
         )
         record.state, record.reason, record.message = "running", "", ""
         record.pid, record.started_at, record.ever_started = slot.process.pid, now(), True
@@ -131,10 +133,14 @@ class PodWorker(threading.Thread):
         slot.liveness = ProbeState.begin(spec["livenessProbe"]) if spec.get("livenessProbe") else None
         log.info("%s: started container %s (pid %s)", self.key, spec["name"], slot.process.pid)
 
-    def _finished(self, slot: Slot, code: int, reason: str | None = None) -> None:
-        record = slot.record
+    def _finished(self, slot: Slot, code: int, reason: str | None = None, note: str = "") -> None:
+        """The run ended with `code`: its termination message (or else `note`) goes into the record."""
+        record, process = slot.record, slot.process
+        message = "" if process is None else termination.read_message(
+            process.termination_file, process.log_path, code, termination.falls_back_to_logs(slot.spec))
         record.state, record.exit_code, record.finished_at = "terminated", code, now()
         record.reason = reason or ("Completed" if code == 0 else "Error")
+        record.message = message or note
         record.ready, slot.process = False, None
         log.info("%s: container %s exited with %s", self.key, record.name, code)
 
@@ -180,8 +186,7 @@ class PodWorker(threading.Thread):
             if slot.liveness.failed:
                 log.info("%s: liveness probe failed for %s, restarting", self.key, slot.record.name)
                 code = slot.process.terminate(float(self.spec.get("terminationGracePeriodSeconds", 30)))
-                self._finished(slot, code, "Error")
-                slot.record.message = "Container failed liveness probe, will be restarted"
+                self._finished(slot, code, "Error", "Container failed liveness probe, will be restarted")
                 if self._should_restart(slot, init=False):
                     self._restart_later(slot)
                 return

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tests.cluster.kubelet.api import Obj
 from tests.cluster.kubelet.env import ConfigError, expand
+from tests.cluster.kubelet.termination import TerminationMount
 from tests.cluster.kubelet.volumes import Mount
 from tests.cluster.process import stop_group
 
@@ -78,9 +79,10 @@ def base_env(prefix: str, hostname: str, host_ip: str, api_port: int) -> dict[st
 class ContainerProcess:
     """One run of a container: a process group whose leader is the container's command."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, termination_file: Path | None = None) -> None:
         self.proc = proc
         self.log_path = log_path
+        self.termination_file = termination_file
 
     @property
     def pid(self) -> int:
@@ -99,6 +101,7 @@ class ContainerProcess:
         workdir: str | None,
         mounts: list[Mount],
         etc_files: dict[str, str],
+        termination: TerminationMount | None = None,
     ) -> ContainerProcess:
         spec = {
             "argv": argv,
@@ -107,6 +110,7 @@ class ContainerProcess:
             "workdir": workdir,
             "mounts": [m.__dict__ for m in mounts],
             "etc": etc_files,
+            "termination": termination.__dict__ if termination else None,
         }
         spec_path.parent.mkdir(parents=True, exist_ok=True)
         spec_path.write_text(json.dumps(spec))
@@ -121,7 +125,7 @@ class ContainerProcess:
                 launcher, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, env={"PATH": SYSTEM_PATH},
             )
-        return cls(proc, log_path)
+        return cls(proc, log_path, Path(termination.source) if termination else None)
 
     def poll(self) -> int | None:
         """The exit code once the command has ended; signals map to 128 + signal as in containers."""

@@ -1,8 +1,9 @@
 """Pod status from the state of a pod's processes: phase, conditions and containerStatuses.
 
 Pure: the pod worker keeps one `ContainerRecord` per container and this module turns them into the
-status a kubelet reports, with the phase rules of the Kubernetes pod lifecycle and condition
-transition times that only move when a condition's status changes.
+status a kubelet reports, with the phase rules of the Kubernetes pod lifecycle, condition
+transition times that only move when a condition's status changes, and termination messages cut to
+each container's share of the pod's 12 KiB, as the kubelet's status manager cuts them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from tests.cluster.kubelet.api import Obj
+from tests.cluster.kubelet.termination import trim_message
 
 
 def now() -> str:
@@ -45,7 +47,8 @@ class ContainerRecord:
             }
         }
 
-    def status(self) -> Obj:
+    def status(self, containers: int = 1) -> Obj:
+        """The containerStatus; `containers` (init containers included) share the pod's message bytes."""
         if self.state == "running":
             state: Obj = {"running": {"startedAt": self.started_at}}
         elif self.state == "terminated":
@@ -59,12 +62,19 @@ class ContainerRecord:
             "ready": self.ready,
             "started": self.state == "running",
             "restartCount": self.restart_count,
-            "state": state,
-            "lastState": self.last_state,
+            "state": _trimmed(state, containers),
+            "lastState": _trimmed(self.last_state, containers),
         }
         if self.pid is not None:
             result["containerID"] = f"process://{self.pid}"
         return result
+
+
+def _trimmed(state: Obj, containers: int) -> Obj:
+    terminated = state.get("terminated")
+    if not terminated or not terminated.get("message"):
+        return state
+    return {**state, "terminated": {**terminated, "message": trim_message(terminated["message"], containers)}}
 
 
 def pod_phase(restart_policy: str, init_failed: bool, containers: list[ContainerRecord]) -> str:
@@ -107,6 +117,7 @@ def pod_status(
     terminal = phase in ("Succeeded", "Failed")
     containers_ready = bool(records) and all(r.ready for r in records) and not terminal
     not_ready = "PodCompleted" if terminal else "ContainersNotReady"
+    containers = len(records) + len(init_records)
     conditions = [c for c in previous if c.get("type") == "PodScheduled"]
     conditions += [
         _condition("PodReadyToStartContainers", sandbox_ready and not terminal, previous),
@@ -120,11 +131,11 @@ def pod_status(
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
         "startTime": start_time,
-        "containerStatuses": [r.status() for r in records],
+        "containerStatuses": [r.status(containers) for r in records],
         "qosClass": pod.get("status", {}).get("qosClass", "BestEffort"),
     }
     if init_records:
-        status["initContainerStatuses"] = [r.status() for r in init_records]
+        status["initContainerStatuses"] = [r.status(containers) for r in init_records]
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]

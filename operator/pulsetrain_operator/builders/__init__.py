@@ -1,0 +1,1 @@
+"""Pure builders: a TrainingPipeline resource in, Kubernetes object dicts and worker configuration out."""

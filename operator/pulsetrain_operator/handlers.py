@@ -1,0 +1,152 @@
+"""The Kopf handlers: thin glue from watch events to one reconcile loop per pipeline.
+
+Why this shape: every `TrainingPipeline` gets one asyncio task (`PipelineLoop`) that reconciles it
+whenever something relevant changes (the pipeline itself, or one of its pods: Kopf routes pod events
+here by the `pulsetrain.dev/pipeline` label) and at least every few seconds while it runs (to copy the
+chief's progress into the status within the 10 s the users expect). One task per pipeline means one
+writer per pipeline: no two reconciles of the same pipeline ever race, and wake-ups that arrive during
+a reconcile are coalesced into the next one. Reconciles are level-triggered and rebuild everything
+from the resource's status and its pods, so an operator restart simply resumes (Kopf lists every
+pipeline on start, which starts its loop). No Kopf state is stored on the resource and no finalizer is
+added: children are owned, and the garbage collector removes them with the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from pulsetrain_operator.kube import GROUP, PLURAL, VERSION, Kube, api_client
+from pulsetrain_operator.metrics import OperatorMetrics, serve_metrics
+from pulsetrain_operator.names import PIPELINE_LABEL
+from pulsetrain_operator.reconciler import reconcile
+from pulsetrain_operator.settings import Settings
+
+log = logging.getLogger("pulsetrain_operator")
+IDLE_RECHECK_SECONDS = 30.0
+"""How often a pipeline that is not running is looked at when nothing wakes it (TTL, safety net)."""
+ERROR_RETRY_SECONDS = (1.0, 60.0)
+
+
+class Runtime:
+    """What the handlers share: settings, the API client, the thread pool, metrics, the loops."""
+
+    def __init__(self) -> None:
+        self.settings = Settings.from_env()
+        self.kube = Kube(api_client())
+        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")
+        self.metrics = OperatorMetrics()
+        self.loops: dict[tuple[str, str], PipelineLoop] = {}
+        self.metrics_runner: web.AppRunner | None = None
+
+
+RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    if RUNTIME is None:
+        raise RuntimeError("the operator has not started (no kopf.on.startup yet)")
+    return RUNTIME
+
+
+class PipelineLoop:
+    """Reconciles one pipeline whenever woken, and periodically; ends when the pipeline is gone."""
+
+    def __init__(self, rt: Runtime, namespace: str, name: str) -> None:
+        self.rt, self.namespace, self.name = rt, namespace, name
+        self.woken = asyncio.Event()
+        self.woken.set()
+        self.task = asyncio.create_task(self.run(), name=f"pipeline:{namespace}/{name}")
+
+    def wake(self) -> None:
+        self.woken.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        context = {"pipeline": self.name, "namespace": self.namespace}
+        while True:
+            await self.woken.wait()
+            self.woken.clear()
+            started = time.monotonic()
+            try:
+                outcome = await loop.run_in_executor(self.rt.executor, reconcile, self.rt.kube, self.rt.settings,
+                                                     self.namespace, self.name)
+            except Exception as exc:  # anything: log it, count it, retry with back-off, never kill the loop
+                failures += 1
+                self.rt.metrics.failed()
+                delay = min(ERROR_RETRY_SECONDS[0] * 2 ** (failures - 1), ERROR_RETRY_SECONDS[1])
+                log.error("reconcile failed (retry in %.0f s): %s", delay, exc, exc_info=True, extra=context)
+            else:
+                failures = 0
+                self.rt.metrics.reconciled(self.namespace, self.name, time.monotonic() - started, outcome.phase,
+                                           outcome.restarts, outcome.writes)
+                if not outcome.exists:
+                    self.rt.metrics.forget(self.namespace, self.name)
+                    self.rt.loops.pop((self.namespace, self.name), None)
+                    return
+                poll = (self.rt.settings.progress_interval_seconds if outcome.phase in ("Running", "Pending")
+                        else IDLE_RECHECK_SECONDS)
+                delay = min(outcome.requeue_after or poll, poll)
+            try:
+                await asyncio.wait_for(self.woken.wait(), timeout=delay)
+            except TimeoutError:
+                self.woken.set()
+
+
+def _wake(namespace: str, name: str) -> None:
+    rt = runtime()
+    key = (namespace, name)
+    existing = rt.loops.get(key)
+    if existing is None or existing.task.done():
+        rt.loops[key] = PipelineLoop(rt, namespace, name)
+    else:
+        existing.wake()
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global RUNTIME
+    RUNTIME = Runtime()
+    settings.posting.enabled = False  # the operator posts its own, meaningful Events
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    if RUNTIME.settings.metrics_port:
+        RUNTIME.metrics_runner = await serve_metrics(RUNTIME.metrics, RUNTIME.settings.metrics_port)
+    log.info("pulsetrain operator started (worker image %s, %s)", RUNTIME.settings.worker_image,
+             f"namespaces {', '.join(RUNTIME.settings.namespaces)}" if RUNTIME.settings.namespaces else "cluster-wide")
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    rt = runtime()
+    for pipeline_loop in list(rt.loops.values()):
+        pipeline_loop.task.cancel()
+    await asyncio.gather(*(p.task for p in rt.loops.values()), return_exceptions=True)
+    rt.executor.shutdown(wait=False, cancel_futures=True)
+    if rt.metrics_runner is not None:
+        await rt.metrics_runner.cleanup()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def pipeline_event(event: kopf.RawEvent, name: str | None, namespace: str | None, **_: Any) -> None:
+    if name and namespace:
+        _wake(namespace, name)  # DELETED too: the loop sees the pipeline gone and ends itself
+
+
+@kopf.on.event("", "v1", "pods", labels={PIPELINE_LABEL: kopf.PRESENT})
+async def pod_event(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    if namespace and (pipeline := labels.get(PIPELINE_LABEL)) and (namespace, pipeline) in runtime().loops:
+        _wake(namespace, pipeline)
+
+
+@kopf.on.probe(id="pipelines")
+def pipelines_probe(**_: Any) -> int:
+    """Shown on the liveness endpoint: how many pipelines have a reconcile loop."""
+    return len(runtime().loops)

@@ -1,0 +1,136 @@
+"""The few Kubernetes API calls the operator makes, each idempotent.
+
+Why this exists: reconciling may run any number of times, concurrently with an earlier run's leftovers
+and after an operator restart, so every write here tolerates "already there" and "already gone"
+(creating an existing object or deleting a missing one is success). Nothing here decides anything;
+it only talks to the API server, with one shared, pooled client.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kubernetes
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from pulsetrain_operator.names import PIPELINE_LABEL
+
+log = logging.getLogger(__name__)
+GROUP, VERSION, PLURAL = "pulsetrain.dev", "v1alpha1", "trainingpipelines"
+CONNECTION_POOL_SIZE = 32
+
+
+def api_client() -> ApiClient:
+    """A client from the in-cluster service account, or else from KUBECONFIG / ~/.kube/config."""
+    configuration = kubernetes.client.Configuration()
+    loader = cast(Any, kubernetes.config)  # the loaders carry no type hints
+    try:
+        loader.load_incluster_config(client_configuration=configuration)
+    except loader.ConfigException:
+        loader.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    return ApiClient(configuration)
+
+
+def _tolerate(exc: ApiException, *statuses: int) -> None:
+    """Swallow the statuses that mean "already done", and creations refused by a namespace being deleted
+    (its pipeline goes with it, so there is nothing left to create)."""
+    if exc.status in statuses or (exc.status == 403 and "NamespaceTerminating" in str(exc.body or "")):
+        return
+    raise exc
+
+
+class Kube:
+    """Typed, idempotent wrappers over the calls the reconciler needs."""
+
+    def __init__(self, client: ApiClient) -> None:
+        # Plain dicts go in and come out (the builders make dicts), so the typed models are bypassed.
+        self.core: Any = CoreV1Api(client)
+        self.custom: Any = CustomObjectsApi(client)
+        self.client: Any = client
+
+    # -- the pipeline --------------------------------------------------------------------------
+    def get_pipeline(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            _tolerate(exc, 404)
+            return None
+        return dict(obj)
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch `status`; keys set to None are removed."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
+                                                              {"status": dict(status)})
+        except ApiException as exc:
+            _tolerate(exc, 404)
+
+    def delete_pipeline(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                        propagation_policy="Background")
+        except ApiException as exc:
+            _tolerate(exc, 404)
+
+    # -- children ------------------------------------------------------------------------------
+    def worker_pods(self, namespace: str, pipeline: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"{PIPELINE_LABEL}={pipeline}")
+        return [self.client.sanitize_for_serialization(p) for p in pods.items]
+
+    def create_pod(self, namespace: str, body: Mapping[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_pod(namespace, dict(body))
+        except ApiException as exc:
+            _tolerate(exc, 409)
+
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
+        except ApiException as exc:
+            _tolerate(exc, 404)
+
+    def ensure_service(self, namespace: str, body: Mapping[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_service(namespace, dict(body))
+        except ApiException as exc:
+            _tolerate(exc, 409)
+
+    def ensure_config_map(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Create the ConfigMap, or replace its data when it differs (a new attempt after a spec change)."""
+        name = body["metadata"]["name"]
+        try:
+            self.core.create_namespaced_config_map(namespace, dict(body))
+            return
+        except ApiException as exc:
+            _tolerate(exc, 409)
+        current = self.core.read_namespaced_config_map(name, namespace)
+        if dict(current.data or {}) != dict(body.get("data") or {}):
+            self.core.patch_namespaced_config_map(name, namespace, {"data": body["data"]})
+
+    # -- events ----------------------------------------------------------------------------------
+    def post_event(self, pipeline: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the pipeline (what `kubectl describe tp` and `kubectl events` show)."""
+        meta = pipeline["metadata"]
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingPipeline",
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": "pulsetrain-operator"}, "reportingComponent": "pulsetrain.dev/operator",
+            "reportingInstance": "pulsetrain-operator",
+            "firstTimestamp": now, "lastTimestamp": now, "eventTime": None, "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:  # an event is worth a log line, never a failed reconcile
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"],
+                        exc.reason)

@@ -1,0 +1,340 @@
+"""What a pipeline needs next: a pure function from what exists to a plan and the new status.
+
+Why this exists: the hard part of the operator is deciding, from a spec, the last status and the pods
+that exist right now, what to do: start an attempt, restart the gang, stop it gracefully for a spec
+change or a suspend, declare success or failure, clean up. Keeping that a pure function
+(`decide(Observation) -> Plan`) makes every rule unit-testable without a cluster, makes the operator
+level-triggered (it may run any number of times, after any restart, and reach the same answer), and
+keeps the Kopf handlers thin.
+
+State lives only on the resource: `status.attempt` (pods carry it as a label), `status.restarts`,
+`status.attemptSpecHash` (what the running attempt was built from), `status.stopReason` (why the
+current attempt is being stopped) and `status.nextAttemptAfter` (end of the restart back-off).
+
+The rules, in order:
+1. A finished pipeline (Succeeded/Failed) only gets cleaned up (`cleanPodPolicy`, then
+   `ttlSecondsAfterFinished`).
+2. Pods of older attempts are deleted; no new attempt starts until they are gone (a gang must never
+   overlap its predecessor: both would train from the same checkpoint).
+3. Past `activeDeadlineSeconds` → Failed. `suspend` → stop the gang gracefully, phase Suspended.
+4. While an attempt is being stopped, wait until its pods are gone and the back-off has passed, then
+   start the next attempt from the last checkpoint.
+5. In a running attempt: a failed worker → gang restart (or Failed when the exit code is permanent or
+   `backoffLimit` is used up); all workers ended with the chief reporting `finished` → Succeeded; the
+   spec changed (e.g. `training.workers`) → graceful stop and a new attempt; a pod Pending past
+   `pendingTimeoutSeconds` → Failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pulsetrain.progress_doc import ProgressDocument, parse_rfc3339, rfc3339
+from pulsetrain_operator import defaults
+from pulsetrain_operator.failures import describe_exit, is_permanent, restart_backoff
+from pulsetrain_operator.observed import WorkerPod
+from pulsetrain_operator.status import (
+    FINISHED_PHASES,
+    model_status,
+    progress_status,
+    set_condition,
+    worker_counts,
+)
+
+FAILURE_GRACE_SECONDS = 5
+"""Grace for the survivors of a failed gang: they cannot checkpoint without the lost peer anyway."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation:
+    name: str
+    namespace: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    pods: list[WorkerPod]
+    desired_hash: str
+    """`builders.pod.spec_hash` of the current spec: what a new attempt would be built from."""
+    export_dir: str
+    now: float
+    progress: ProgressDocument | None = None
+    """The chief's live progress document, when it could be read."""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(kw_only=True)
+class Plan:
+    status: dict[str, Any]
+    create: list[int] = field(default_factory=list)
+    """Worker indices to create for `status.attempt`."""
+    delete: list[tuple[str, int | None]] = field(default_factory=list)
+    """Pods to delete, with a grace period override (None: the pod's own)."""
+    events: list[Event] = field(default_factory=list)
+    delete_pipeline: bool = False
+    requeue_after: float | None = None
+    """Look again after this many seconds even if nothing changes (back-off end, TTL, deadline)."""
+
+
+class _Decision:
+    """One run of the rules over an observation, accumulating the plan."""
+
+    def __init__(self, obs: Observation) -> None:
+        self.obs = obs
+        self.spec = obs.spec
+        self.run_policy: Mapping[str, Any] = obs.spec.get("runPolicy") or {}
+        self.training: Mapping[str, Any] = obs.spec.get("training") or {}
+        self.desired = int(self.training.get("workers", defaults.WORKERS))
+        status = dict(obs.status)
+        status["observedGeneration"] = obs.generation
+        status.setdefault("attempt", 0)
+        status.setdefault("restarts", 0)
+        status.setdefault("conditions", [])
+        status["model"] = model_status(obs.export_dir, obs.progress, status.get("model"))
+        self.plan = Plan(status=status)
+        self.attempt = int(status["attempt"])
+        self.current = [p for p in obs.pods if p.attempt == self.attempt]
+        self.stale = [p for p in obs.pods if p.attempt != self.attempt]
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.plan.status
+
+    def condition(self, type_: str, value: bool, reason: str, message: str) -> None:
+        self.status["conditions"] = set_condition(self.status["conditions"], type_, value, reason, message,
+                                                  self.obs.now)
+
+    def phase(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
+        """Move to `phase`; an Event and the `reason`/`message` fields record every change."""
+        if self.status.get("phase") != phase or self.status.get("reason") != reason:
+            self.plan.events.append(Event("Warning" if warning else "Normal", reason, message))
+        self.status.update(phase=phase, reason=reason, message=message)
+
+    def requeue(self, seconds: float) -> None:
+        seconds = max(seconds, 0.5)
+        current = self.plan.requeue_after
+        self.plan.requeue_after = seconds if current is None else min(current, seconds)
+
+    def stop(self, pods: list[WorkerPod], grace: int | None = None) -> None:
+        for pod in pods:
+            if pod.alive and not pod.deleting:
+                self.plan.delete.append((pod.name, grace))
+
+    def counts(self) -> None:
+        counts = worker_counts(self.desired if self.attempt else 0, self.current)
+        self.status["workers"] = counts
+        self.status["workersReady"] = f"{counts['ready']}/{self.desired}"
+
+    def finish(self, phase: str, reason: str, message: str) -> None:
+        self.phase(phase, reason, message, warning=phase == "Failed")
+        self.status["completionTime"] = rfc3339(self.obs.now)
+        self.status.pop("stopReason", None)
+        self.status.pop("nextAttemptAfter", None)
+        self.condition("Running", False, reason, message)
+        self.condition("Restarting", False, reason, "")
+        self.condition(phase, True, reason, message)
+
+    # -- the rules -------------------------------------------------------------------------
+    def run(self) -> Plan:
+        self.counts()
+        if self.obs.progress is not None:
+            self.status["progress"] = progress_status(self.obs.progress)
+        if self.status.get("phase") in FINISHED_PHASES:
+            self.cleanup()
+            return self.plan
+        self.stop([p for p in self.stale if not p.deleting])
+        if self.deadline_passed() or self.suspended():
+            return self.plan
+        if self.status.get("stopReason") or self.attempt == 0:
+            self.next_attempt()
+        else:
+            self.watch_attempt()
+        self.counts()
+        return self.plan
+
+    def cleanup(self) -> None:
+        policy = self.run_policy.get("cleanPodPolicy", defaults.CLEAN_POD_POLICY)
+        if policy == "All":
+            self.plan.delete += [(p.name, None) for p in self.obs.pods if not p.deleting]
+        elif policy == "Running":
+            self.stop(self.obs.pods)
+        ttl = self.run_policy.get("ttlSecondsAfterFinished")
+        completed = self.status.get("completionTime")
+        if ttl is not None and completed:
+            remaining = parse_rfc3339(completed) + int(ttl) - self.obs.now
+            if remaining <= 0:
+                self.plan.delete_pipeline = True
+            else:
+                self.requeue(remaining)
+
+    def deadline_passed(self) -> bool:
+        deadline = self.run_policy.get("activeDeadlineSeconds")
+        started = self.status.get("startTime")
+        if deadline is None or not started:
+            return False
+        remaining = parse_rfc3339(started) + int(deadline) - self.obs.now
+        if remaining > 0:
+            self.requeue(remaining)
+            return False
+        self.stop(self.obs.pods)
+        self.finish("Failed", "DeadlineExceeded",
+                    f"the pipeline ran longer than runPolicy.activeDeadlineSeconds ({deadline} s)")
+        return True
+
+    def suspended(self) -> bool:
+        if not self.run_policy.get("suspend", False):
+            if self.status.get("phase") == "Suspended":
+                self.condition("Suspended", False, "Resumed", "runPolicy.suspend is false")
+                self.status["stopReason"] = "Resumed"
+            return False
+        alive = [p for p in self.obs.pods if p.alive]
+        self.stop(alive)
+        message = (f"stopping {len(alive)} worker(s) gracefully; they checkpoint before exiting" if alive
+                   else "suspended; set runPolicy.suspend to false to resume from the last checkpoint")
+        self.phase("Suspended", "Suspended", message)
+        self.condition("Suspended", True, "Suspended", message)
+        self.condition("Running", False, "Suspended", message)
+        self.status["stopReason"] = "Suspended"
+        self.status.pop("nextAttemptAfter", None)
+        return True
+
+    def next_attempt(self) -> None:
+        """Start the next attempt once the previous one's pods are gone and the back-off has passed."""
+        if self.obs.pods:  # ended pods too: the next attempt reuses their names
+            self.plan.delete += [(p.name, None if p.alive else 0) for p in self.obs.pods if not p.deleting]
+            return
+        after = self.status.get("nextAttemptAfter")
+        if after and parse_rfc3339(after) > self.obs.now:
+            self.requeue(parse_rfc3339(after) - self.obs.now)
+            return
+        first = self.attempt == 0
+        self.attempt += 1
+        self.current = []
+        self.status.update(attempt=self.attempt, attemptSpecHash=self.obs.desired_hash)
+        self.status.pop("stopReason", None)
+        self.status.pop("nextAttemptAfter", None)
+        self.status.setdefault("startTime", rfc3339(self.obs.now))
+        self.plan.create = list(range(self.desired))
+        if first:
+            message = f"created {self.desired} worker pod(s)"
+            self.condition("Created", True, "Created", message)
+            self.phase("Pending", "Created", message)
+        else:
+            message = f"attempt {self.attempt}: {self.desired} worker pod(s) resume from the last checkpoint"
+            self.condition("Restarting", False, "AttemptStarted", message)
+            self.phase("Pending", "AttemptStarted", message)
+
+    def restart(self, stop_reason: str, message: str, failure: bool) -> None:
+        """Stop the current attempt; the next one starts when its pods are gone (after back-off if failed)."""
+        self.status["stopReason"] = stop_reason
+        if failure:
+            base = float(self.run_policy.get("restartBackoffSeconds", defaults.RESTART_BACKOFF_SECONDS))
+            delay = restart_backoff(base, int(self.status["restarts"]))
+            self.status["restarts"] = int(self.status["restarts"]) + 1
+            self.status["nextAttemptAfter"] = rfc3339(self.obs.now + delay)
+            message = f"{message}; restart {self.status['restarts']} in {delay:.0f} s"
+            self.stop(self.current, FAILURE_GRACE_SECONDS)
+        else:
+            self.stop(self.current)
+        self.phase("Restarting", stop_reason, message, warning=failure)
+        self.condition("Restarting", True, stop_reason, message)
+        self.condition("Running", False, stop_reason, message)
+
+    def watch_attempt(self) -> None:
+        present = {p.index for p in self.current}
+        missing = [i for i in range(self.desired) if i not in present]
+        started = any(p.phase != "Pending" for p in self.current)
+        if self.failed_worker():
+            return
+        if missing and started and self.status.get("attemptSpecHash") == self.obs.desired_hash:
+            self.restart("WorkerLost", f"worker pod(s) {missing} disappeared", failure=True)
+            return
+        if missing and not started:
+            self.plan.create = [i for i in missing if i < self.desired]
+        if self.status.get("attemptSpecHash") != self.obs.desired_hash:
+            workers = len(present)
+            reason = "Rescaling" if workers != self.desired else "SpecChanged"
+            self.restart(reason, f"the spec changed ({workers} → {self.desired} workers)" if reason == "Rescaling"
+                         else "the spec changed; restarting the workers gracefully from the last checkpoint",
+                         failure=False)
+            return
+        if self.current and all(p.phase == "Succeeded" for p in self.current) and not missing:
+            self.ended()
+            return
+        if not self.pending_timeout():
+            self.running_or_pending()
+
+    def failed_worker(self) -> bool:
+        failed = sorted((p for p in self.current if p.phase == "Failed"), key=lambda p: p.index)
+        if not failed:
+            return False
+        first = failed[0]
+        code = first.exit_code if first.exit_code is not None else 1
+        what = f"worker {first.index} ({first.name}) failed with {describe_exit(code)}"
+        if first.reason:
+            what += f": {first.reason}"
+        limit = int(self.run_policy.get("backoffLimit", defaults.BACKOFF_LIMIT))
+        if is_permanent(code):
+            self.stop(self.current, FAILURE_GRACE_SECONDS)
+            self.finish("Failed", "PermanentError", what)
+        elif int(self.status["restarts"]) >= limit:
+            self.stop(self.current, FAILURE_GRACE_SECONDS)
+            self.finish("Failed", "BackoffLimitExceeded", f"{what}; runPolicy.backoffLimit ({limit}) reached")
+        else:
+            self.restart("WorkerFailed", what, failure=True)
+        return True
+
+    def ended(self) -> None:
+        chief = next((p for p in self.current if p.index == 0), None)
+        outcome = chief.outcome if chief else None
+        if outcome is not None:
+            self.status["progress"] = progress_status(outcome)
+            self.status["model"] = model_status(self.obs.export_dir, outcome, self.status.get("model"))
+        state = outcome.state if outcome is not None else None
+        if state == "finished" or (state is None and self.training.get("mode", defaults.MODE) == "bounded"):
+            version = self.status["model"].get("version")
+            where = f"; model version {version} in {self.obs.export_dir}" if version is not None else ""
+            self.finish("Succeeded", "TrainingFinished", f"training finished at step "
+                        f"{self.status.get('progress', {}).get('step', '?')}{where}")
+        else:
+            self.restart("WorkersStopped", "every worker stopped without finishing (state "
+                         f"{state or 'unknown'}); continuing from the last checkpoint", failure=False)
+
+    def pending_timeout(self) -> bool:
+        limit = int(self.run_policy.get("pendingTimeoutSeconds", defaults.PENDING_TIMEOUT_SECONDS))
+        stuck = [p for p in self.current if p.phase == "Pending" and not p.deleting]
+        if not stuck:
+            return False
+        oldest = min(stuck, key=lambda p: p.created_at)
+        waited = self.obs.now - oldest.created_at
+        if waited < limit:
+            self.requeue(limit - waited)
+            return False
+        self.stop(self.current, FAILURE_GRACE_SECONDS)
+        detail = f": {oldest.reason}" if oldest.reason else ""
+        self.finish("Failed", "PodPendingTimeout", f"pod {oldest.name} was Pending for more than "
+                    f"runPolicy.pendingTimeoutSeconds ({limit} s){detail}")
+        return True
+
+    def running_or_pending(self) -> None:
+        running = sum(p.phase == "Running" for p in self.current)
+        if running == self.desired:
+            message = f"{running} worker(s) running (attempt {self.attempt})"
+            self.condition("Running", True, "WorkersRunning", message)
+            self.condition("Restarting", False, "WorkersRunning", "")
+            self.phase("Running", "WorkersRunning", message)
+        elif self.status.get("phase") not in ("Pending", "Running"):
+            self.phase("Pending", "WorkersStarting", f"{running}/{self.desired} worker(s) running")
+
+
+def decide(obs: Observation) -> Plan:
+    """The plan and new status for one pipeline, from what exists now. Pure: no I/O, no clock."""
+    return _Decision(obs).run()

@@ -1,0 +1,89 @@
+"""What the operator sees of one worker pod, reduced to the facts its decisions need.
+
+Why this exists: `lifecycle` must stay a pure function of plain values, testable without a cluster, so
+the Pod dicts read from the API are turned into `WorkerPod`s here, once: attempt and index from the
+labels, phase and readiness, whether it is being deleted, and for an ended container its exit code and
+termination message (the worker writes its final progress document there, so the operator learns how
+training ended without the pod still being around to ask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pulsetrain.progress_doc import ProgressDocument, parse_rfc3339
+from pulsetrain_operator.names import ATTEMPT_LABEL, SPEC_HASH_ANNOTATION, WORKER_INDEX_LABEL
+
+WORKER_CONTAINER = "worker"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerPod:
+    name: str
+    index: int
+    attempt: int
+    phase: str
+    """Pending, Running, Succeeded, Failed or Unknown, as on the Pod."""
+    ready: bool
+    deleting: bool
+    spec_hash: str
+    created_at: float
+    ip: str | None = None
+    exit_code: int | None = None
+    """The worker container's exit code once it has ended."""
+    outcome: ProgressDocument | None = None
+    """The final progress document from the termination message, when the worker wrote one."""
+    reason: str = ""
+    """Why the pod is not running: a waiting or terminated reason, or the termination message text."""
+
+    @property
+    def alive(self) -> bool:
+        """Still holds (or may still start) a worker process."""
+        return self.phase in ("Pending", "Running", "Unknown")
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any]) -> WorkerPod | None:
+        """The pod as a `WorkerPod`; None when it lacks the labels every worker pod carries."""
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        try:
+            index, attempt = int(labels[WORKER_INDEX_LABEL]), int(labels[ATTEMPT_LABEL])
+        except (KeyError, ValueError):
+            return None
+        status = pod.get("status") or {}
+        statuses = status.get("containerStatuses") or []
+        container: Mapping[str, Any] = next((c for c in statuses if c.get("name") == WORKER_CONTAINER), {})
+        state = container.get("state") or {}
+        terminated = state.get("terminated") or {}
+        waiting = state.get("waiting") or {}
+        exit_code = terminated.get("exitCode")
+        message = str(terminated.get("message") or "")
+        outcome = _outcome(message)
+        reason = waiting.get("reason") or terminated.get("reason") or status.get("reason") or ""
+        if waiting.get("message"):
+            reason = f"{reason}: {waiting['message']}"
+        elif message.strip() and outcome is None:  # a log tail (FallbackToLogsOnError): its last line says most
+            last = message.strip().splitlines()[-1][-300:]
+            reason = f"{reason}: {last}" if reason else last
+        elif outcome is not None and outcome.message:
+            reason = outcome.message
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        created = meta.get("creationTimestamp")
+        return cls(
+            name=str(meta.get("name", "")), index=index, attempt=attempt, phase=str(status.get("phase") or "Pending"),
+            ready=ready, deleting=meta.get("deletionTimestamp") is not None,
+            spec_hash=str((meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION, "")),
+            created_at=parse_rfc3339(created) if created else 0.0, ip=status.get("podIP"),
+            exit_code=int(exit_code) if exit_code is not None else None, outcome=outcome, reason=str(reason),
+        )
+
+
+def _outcome(message: str) -> ProgressDocument | None:
+    if not message.lstrip().startswith("{"):
+        return None
+    try:
+        return ProgressDocument.from_json(message)
+    except ValueError:
+        return None

@@ -1,0 +1,227 @@
+"""The operator end to end on the test bed: TrainingPipeline in, trained model and honest status out.
+
+Real parts only: the API server validates the CRD, the scheduler places the worker pods, the process
+kubelet runs them (as host processes, in a namespace that enforces the `restricted` Pod Security
+Standard), they train digits from the real Pulsar broker, and the operator runs as its own process with
+its ServiceAccount's token. Each test reads the pipeline's status the way a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pulsetrain import datasets
+from pulsetrain.encode import encode_batch
+from pulsetrain.source import digest
+from tests.conftest import Cluster, PulsarURLs
+from tests.e2e.operator_harness import OperatorProcess, install_crd, operator_kubeconfig, pid_of_worker
+from tests.integration.test_trainer import publish
+from tests.support import get_json, logs, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def operator(testbed_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    install_crd(testbed_cluster)
+    directory = tmp_path_factory.mktemp("operator")
+    process = OperatorProcess(operator_kubeconfig(testbed_cluster, directory), directory / "operator.log")
+    if os.environ.get("PULSETRAIN_OPERATOR_DEPLOYED") != "1":
+        process.start()
+    yield process
+    process.stop()
+    print(f"operator log tail:\n{process.tail(30)}")
+
+
+@pytest.fixture
+def ml_namespace(testbed_cluster: Cluster, namespace: str) -> str:
+    """The test's namespace, enforcing the restricted Pod Security Standard, with a data volume claim."""
+    testbed_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "pulsetrain-data"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    testbed_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(claim))
+    return namespace
+
+
+def digits(repeat: int) -> list[bytes]:
+    train, _ = datasets.load("digits", "raw").split(0.2, seed=0)
+    return encode_batch(train.data, train.features, train.labels) * repeat
+
+
+def pipeline(name: str, broker: PulsarURLs, topic: str, *, workers: int = 2, mode: str = "bounded",
+             training: dict[str, Any] | None = None, run_policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "pulsetrain.dev/v1alpha1", "kind": "TrainingPipeline", "metadata": {"name": name},
+        "spec": {
+            "source": {"pulsar": {"serviceUrl": broker.service_url, "adminUrl": broker.admin_url, "topic": topic}},
+            "data": {"format": "raw", "features": [{"name": "pixels", "dtype": "float32", "shape": [64]}],
+                     "label": {"name": "digit", "dtype": "int64", "shape": []}},
+            "model": {"task": "classification", "builtin": "mlp", "numClasses": 10, "learningRate": 0.01,
+                      "mlp": {"hiddenUnits": [64]}, "metrics": ["accuracy"]},
+            "training": {"workers": workers, "batchSize": 64, "mode": mode, "checkpointEverySteps": 20,
+                         "seed": 7, **({"idleTimeoutSeconds": 8} if mode == "bounded" else {"exportEverySteps": 50}),
+                         **(training or {})},
+            "storage": {"claimName": "pulsetrain-data", "path": "/var/lib/pulsetrain"},
+            "worker": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}},
+            "runPolicy": {"terminationGracePeriodSeconds": 30, "restartBackoffSeconds": 1, "cleanPodPolicy": "None",
+                          **(run_policy or {})},
+        },
+    }
+
+
+def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+
+def status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    result = cluster.kubectl("get", "trainingpipelines.pulsetrain.dev", name, "-n", namespace, "-o", "json")
+    return dict(json.loads(result.stdout).get("status") or {})
+
+
+def wait_phase(cluster: Cluster, operator: OperatorProcess, namespace: str, name: str, phase: str,
+               timeout: float) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        current = status(cluster, namespace, name)
+        if current.get("phase") == "Failed" and phase != "Failed":
+            raise AssertionError(f"pipeline failed: {current.get('message')}\n{operator.tail()}")
+        return current if current.get("phase") == phase else None
+
+    try:
+        return wait_until(check, timeout, f"phase {phase}", interval=1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\noperator log:\n{operator.tail()}") from None
+
+
+def worker_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    items = get_json(cluster, "pods", "-n", namespace, "-l", f"pulsetrain.dev/pipeline={name}")["items"]
+    return list(items)
+
+
+def events(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    found = get_json(cluster, "events", "-n", namespace,
+                     "--field-selector", f"involvedObject.kind=TrainingPipeline,involvedObject.name={name}")
+    return [e["reason"] for e in sorted(found["items"], key=lambda e: e["metadata"]["creationTimestamp"])]
+
+
+def final_summary(cluster: Cluster, namespace: str, pod: str) -> dict[str, Any]:
+    """The summary line a worker prints when it finishes (`pulsetrain: finished {...}`)."""
+    match = re.search(r"pulsetrain: finished (\{.*\})", logs(cluster, namespace, pod))
+    assert match, f"no summary line in the logs of {pod}"
+    return dict(json.loads(match.group(1)))
+
+
+def test_digits_pipeline_trains_to_succeeded(testbed_cluster: Cluster, operator: OperatorProcess,
+                                             ml_namespace: str, pulsar_broker: PulsarURLs, unique: Any) -> None:
+    topic = unique("tp-digits")
+    payloads = digits(repeat=6)
+    publish(pulsar_broker.service_url, topic, payloads)
+    apply(testbed_cluster, ml_namespace, pipeline("digits", pulsar_broker, topic))
+
+    running = wait_until(lambda: (s := status(testbed_cluster, ml_namespace, "digits")).get("progress", {})
+                         .get("step", 0) > 0 and s, 180, "progress on the status while training", interval=1)
+    assert running["phase"] in ("Running", "Succeeded") and running["attempt"] == 1
+    done = wait_phase(testbed_cluster, operator, ml_namespace, "digits", "Succeeded", 300)
+
+    assert done["progress"]["samples"] == len(payloads)
+    assert done["progress"]["metrics"]["accuracy"] >= 0.95, done["progress"]
+    assert done["model"]["version"] >= 1 and done["model"]["exportPath"].endswith(f"/{ml_namespace}/digits/export")
+    assert done["workers"]["succeeded"] == 2 and done["restarts"] == 0
+    assert done["observedGeneration"] == 1 and done["completionTime"] >= done["startTime"]
+    assert {c["type"]: c["status"] for c in done["conditions"]}["Succeeded"] == "True"
+    assert {"Created", "WorkersRunning", "TrainingFinished"} <= set(events(testbed_cluster, ml_namespace, "digits"))
+    pods = worker_pods(testbed_cluster, ml_namespace, "digits")
+    assert sorted(p["metadata"]["name"] for p in pods) == ["digits-worker-0", "digits-worker-1"]
+    table = testbed_cluster.kubectl("get", "tp", "-n", ml_namespace).stdout
+    assert re.search(r"digits\s+Succeeded\s+0/2", table), table
+
+
+def test_killed_worker_restarts_the_gang_and_trains_every_message_once(
+        testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
+        unique: Any) -> None:
+    topic = unique("tp-crash")
+    payloads = digits(repeat=6)
+    publish(pulsar_broker.service_url, topic, payloads)
+    apply(testbed_cluster, ml_namespace, pipeline("crash", pulsar_broker, topic, training={"checkpointEverySteps": 10}))
+    wait_until(lambda: status(testbed_cluster, ml_namespace, "crash").get("progress", {})
+               .get("lastCheckpointStep", 0) >= 10, 180, "a first checkpoint", interval=0.5)
+
+    os.kill(pid_of_worker("crash", 1), signal.SIGKILL)
+    wait_until(lambda: "WorkerFailed" in events(testbed_cluster, ml_namespace, "crash"), 60,
+               "a WorkerFailed event", interval=1)
+    done = wait_phase(testbed_cluster, operator, ml_namespace, "crash", "Succeeded", 360)
+    assert done["restarts"] == 1 and done["attempt"] == 2
+    summary = final_summary(testbed_cluster, ml_namespace, "crash-worker-0")
+    assert summary["restoredStep"] >= 10  # the second attempt resumed from a checkpoint
+    assert summary["trainedSamples"] == len(payloads)
+    assert summary["digestSum"] == sum(digest(p) for p in payloads)
+    assert done["progress"]["samples"] == len(payloads)
+
+
+def test_scale_suspend_resume_and_delete(testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str,
+                                         pulsar_broker: PulsarURLs, unique: Any) -> None:
+    topic = unique("tp-scale")
+    publish(pulsar_broker.service_url, topic, digits(repeat=4))
+    apply(testbed_cluster, ml_namespace, pipeline("scale", pulsar_broker, topic, mode="continuous"))
+    wait_phase(testbed_cluster, operator, ml_namespace, "scale", "Running", 180)
+
+    testbed_cluster.kubectl("patch", "tp", "scale", "-n", ml_namespace, "--type=merge",
+                            "-p", '{"spec": {"training": {"workers": 3}}}')
+    wait_until(lambda: (s := status(testbed_cluster, ml_namespace, "scale")).get("attempt") == 2
+               and s.get("phase") == "Running" and s, 240, "attempt 2 running with 3 workers", interval=1)
+    pods = worker_pods(testbed_cluster, ml_namespace, "scale")
+    assert sorted(p["metadata"]["name"] for p in pods) == [f"scale-worker-{i}" for i in range(3)]
+    assert {p["metadata"]["labels"]["pulsetrain.dev/attempt"] for p in pods} == {"2"}
+    assert "Rescaling" in events(testbed_cluster, ml_namespace, "scale")
+
+    testbed_cluster.kubectl("patch", "tp", "scale", "-n", ml_namespace, "--type=merge",
+                            "-p", '{"spec": {"runPolicy": {"suspend": true}}}')
+    wait_until(lambda: status(testbed_cluster, ml_namespace, "scale").get("phase") == "Suspended"
+               and not worker_pods(testbed_cluster, ml_namespace, "scale"), 120, "suspended with no pods", interval=1)
+    step_at_suspend = status(testbed_cluster, ml_namespace, "scale")["progress"]["lastCheckpointStep"]
+
+    testbed_cluster.kubectl("patch", "tp", "scale", "-n", ml_namespace, "--type=merge",
+                            "-p", '{"spec": {"runPolicy": {"suspend": false}}}')
+    resumed = wait_until(lambda: (s := status(testbed_cluster, ml_namespace, "scale")).get("phase") == "Running"
+                         and s.get("attempt") == 3 and s, 240, "running again (attempt 3)", interval=1)
+    assert resumed["restarts"] == 0
+    wait_until(lambda: status(testbed_cluster, ml_namespace, "scale").get("progress", {}).get("step", 0)
+               >= step_at_suspend, 120, "progress resumed from the suspended checkpoint", interval=1)
+
+    testbed_cluster.kubectl("delete", "tp", "scale", "-n", ml_namespace, "--wait=true", "--timeout=60s")
+    wait_until(lambda: not worker_pods(testbed_cluster, ml_namespace, "scale"), 120, "every worker pod gone")
+    left = get_json(testbed_cluster, "services,configmaps", "-n", ml_namespace, "-l",
+                    "pulsetrain.dev/pipeline=scale")["items"]
+    assert left == []
+
+
+def test_operator_restart_keeps_pods_and_status_continues(testbed_cluster: Cluster, operator: OperatorProcess,
+                                                          ml_namespace: str, pulsar_broker: PulsarURLs,
+                                                          unique: Any, tmp_path: Path) -> None:
+    if os.environ.get("PULSETRAIN_OPERATOR_DEPLOYED") == "1":
+        pytest.skip("the operator runs in the cluster; this test restarts its own process")
+    topic = unique("tp-restart")
+    publish(pulsar_broker.service_url, topic, digits(repeat=4))
+    apply(testbed_cluster, ml_namespace, pipeline("restart", pulsar_broker, topic, mode="continuous"))
+    wait_until(lambda: status(testbed_cluster, ml_namespace, "restart").get("progress", {}).get("step", 0) > 0,
+               180, "progress while running", interval=1)
+    pods = worker_pods(testbed_cluster, ml_namespace, "restart")
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+
+    operator.stop(signal.SIGKILL)
+    step_while_down = status(testbed_cluster, ml_namespace, "restart")["progress"]["step"]
+    operator.start()
+    wait_until(lambda: status(testbed_cluster, ml_namespace, "restart")["progress"]["step"] > step_while_down,
+               60, "the status moving again after the operator restart", interval=1)
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in worker_pods(testbed_cluster, ml_namespace, "restart")}
+    assert after == before  # no pod recreated, none duplicated
+    current = status(testbed_cluster, ml_namespace, "restart")
+    assert current["phase"] == "Running" and current["attempt"] == 1
+    testbed_cluster.kubectl("delete", "tp", "restart", "-n", ml_namespace, "--wait=true", "--timeout=60s")

@@ -1,0 +1,1 @@
+"""Unit tests of the operator's pure builders: no cluster, no Kopf."""

@@ -1,0 +1,201 @@
+"""The pipeline state machine, rule by rule, with no cluster: observation in, plan and status out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pulsetrain.progress_doc import rfc3339
+from pulsetrain_operator.lifecycle import FAILURE_GRACE_SECONDS, Observation, Plan, decide
+from pulsetrain_operator.observed import WorkerPod
+
+NOW = 1_800_000_000.0
+HASH = "h1"
+
+
+def spec(workers: int = 2, **run_policy: Any) -> dict[str, Any]:
+    return {"training": {"workers": workers, "mode": "bounded"}, "runPolicy": run_policy}
+
+
+def pod(index: int, attempt: int = 1, phase: str = "Running", *, ready: bool = True, exit_code: int | None = None,
+        deleting: bool = False, spec_hash: str = HASH, created_at: float = NOW - 60, outcome_state: str | None = None,
+        reason: str = "") -> WorkerPod:
+    outcome = None
+    if outcome_state is not None:
+        from pulsetrain.progress_doc import ExportInfo, ProgressDocument
+        outcome = ProgressDocument(pipeline="p", worker=index, is_chief=index == 0, state=outcome_state,  # type: ignore[arg-type]
+                                   step=120, samples=7000, messages_received=7000, messages_acknowledged=7000,
+                                   metrics={"accuracy": 0.97}, started_at=rfc3339(NOW - 100),
+                                   updated_at=rfc3339(NOW - 1),
+                                   last_export=ExportInfo(version=3, path="/x/3", time=rfc3339(NOW - 2)))
+    return WorkerPod(name=f"p-worker-{index}", index=index, attempt=attempt, phase=phase, ready=ready,
+                     deleting=deleting, spec_hash=spec_hash, created_at=created_at, ip="10.244.0.9",
+                     exit_code=exit_code, outcome=outcome, reason=reason)
+
+
+def running_status(**extra: Any) -> dict[str, Any]:
+    return {"phase": "Running", "attempt": 1, "restarts": 0, "attemptSpecHash": HASH,
+            "startTime": rfc3339(NOW - 120), "conditions": [], **extra}
+
+
+def run(spec_: dict[str, Any], status: dict[str, Any], pods: list[WorkerPod], *, desired_hash: str = HASH,
+        now: float = NOW) -> Plan:
+    return decide(Observation(name="p", namespace="ns", generation=4, spec=spec_, status=status, pods=pods,
+                              desired_hash=desired_hash, export_dir="/data/ns/p/export", now=now))
+
+
+def condition(plan: Plan, type_: str) -> dict[str, Any]:
+    return next(c for c in plan.status["conditions"] if c["type"] == type_)
+
+
+def test_new_pipeline_creates_every_worker_of_attempt_one() -> None:
+    plan = run(spec(3), {}, [])
+    assert plan.create == [0, 1, 2]
+    assert plan.status["attempt"] == 1 and plan.status["phase"] == "Pending"
+    assert plan.status["attemptSpecHash"] == HASH and plan.status["observedGeneration"] == 4
+    assert condition(plan, "Created")["status"] == "True"
+    assert [e.reason for e in plan.events] == ["Created"]
+
+
+def test_reconcile_is_idempotent_once_pods_exist() -> None:
+    first = run(spec(2), {}, [])
+    pods = [pod(0, phase="Pending", ready=False), pod(1, phase="Pending", ready=False)]
+    again = run(spec(2), first.status, pods)
+    assert again.create == [] and again.delete == [] and again.events == []
+    assert again.status["attempt"] == 1
+
+
+def test_all_running_is_phase_running_with_counts() -> None:
+    plan = run(spec(2), running_status(phase="Pending"), [pod(0), pod(1)])
+    assert plan.status["phase"] == "Running"
+    assert plan.status["workers"] == {"desired": 2, "ready": 2, "running": 2, "succeeded": 0, "failed": 0}
+    assert plan.status["workersReady"] == "2/2"
+    assert condition(plan, "Running")["status"] == "True"
+
+
+def test_failed_worker_restarts_the_whole_gang_with_backoff() -> None:
+    plan = run(spec(2, restartBackoffSeconds=10), running_status(),
+               [pod(0), pod(1, phase="Failed", exit_code=137, ready=False)])
+    assert plan.status["phase"] == "Restarting" and plan.status["restarts"] == 1
+    assert plan.status["stopReason"] == "WorkerFailed"
+    assert plan.delete == [("p-worker-0", FAILURE_GRACE_SECONDS)]  # the failed pod has ended already
+    assert "killed by SIGKILL, retryable" in plan.status["message"]
+    assert plan.status["nextAttemptAfter"] == rfc3339(NOW + 10)
+    assert plan.events[0].type == "Warning"
+
+
+def test_next_attempt_waits_for_old_pods_then_for_the_backoff() -> None:
+    status = running_status(phase="Restarting", restarts=1, stopReason="WorkerFailed",
+                            nextAttemptAfter=rfc3339(NOW + 5))
+    waiting = run(spec(2), status, [pod(0, deleting=True)])
+    assert waiting.create == [] and waiting.status["attempt"] == 1
+    backing_off = run(spec(2), status, [])
+    assert backing_off.create == [] and backing_off.requeue_after == 5
+    started = run(spec(2), status, [], now=NOW + 6)
+    assert started.create == [0, 1] and started.status["attempt"] == 2
+    assert "stopReason" not in started.status and started.status["restarts"] == 1
+
+
+def test_backoff_doubles_per_restart() -> None:
+    plan = run(spec(2, restartBackoffSeconds=10), running_status(restarts=2),
+               [pod(0), pod(1, phase="Failed", exit_code=1, ready=False)])
+    assert plan.status["nextAttemptAfter"] == rfc3339(NOW + 40)
+
+
+def test_backoff_limit_reached_fails_the_pipeline() -> None:
+    plan = run(spec(2, backoffLimit=2), running_status(restarts=2),
+               [pod(0), pod(1, phase="Failed", exit_code=1, ready=False)])
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "BackoffLimitExceeded"
+    assert "backoffLimit (2)" in plan.status["message"] and plan.status["completionTime"] == rfc3339(NOW)
+    assert condition(plan, "Failed")["status"] == "True"
+
+
+def test_permanent_exit_code_fails_without_retry() -> None:
+    plan = run(spec(2), running_status(), [pod(0, phase="Failed", exit_code=2, ready=False), pod(1)])
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "PermanentError"
+    assert "invalid worker configuration, permanent" in plan.status["message"]
+    assert plan.status["restarts"] == 0
+
+
+def test_chief_finished_means_succeeded_with_model_version() -> None:
+    pods = [pod(0, phase="Succeeded", exit_code=0, outcome_state="finished", ready=False),
+            pod(1, phase="Succeeded", exit_code=0, outcome_state="finished", ready=False)]
+    plan = run(spec(2), running_status(), pods)
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["model"] == {"exportPath": "/data/ns/p/export", "version": 3}
+    assert plan.status["progress"]["metrics"] == {"accuracy": 0.97}
+    assert plan.status["workers"]["succeeded"] == 2
+    assert "model version 3" in plan.status["message"]
+
+
+def test_workers_stopped_by_someone_else_are_restarted_not_succeeded() -> None:
+    pods = [pod(0, phase="Succeeded", exit_code=0, outcome_state="stopped", ready=False),
+            pod(1, phase="Succeeded", exit_code=0, outcome_state="stopped", ready=False)]
+    plan = run(spec(2), running_status(), pods)
+    assert plan.status["phase"] == "Restarting" and plan.status["stopReason"] == "WorkersStopped"
+    assert plan.status["restarts"] == 0
+
+
+def test_scale_change_stops_gracefully_then_starts_the_new_size() -> None:
+    plan = run(spec(3), running_status(), [pod(0), pod(1)], desired_hash="h2")
+    assert plan.status["stopReason"] == "Rescaling" and plan.status["phase"] == "Restarting"
+    assert sorted(plan.delete) == [("p-worker-0", None), ("p-worker-1", None)]
+    assert plan.create == [] and plan.status["restarts"] == 0
+    after = run(spec(3), plan.status, [], desired_hash="h2")
+    assert after.create == [0, 1, 2] and after.status["attempt"] == 2 and after.status["attemptSpecHash"] == "h2"
+
+
+def test_suspend_stops_gracefully_and_resume_starts_the_next_attempt() -> None:
+    suspended = run(spec(2, suspend=True), running_status(), [pod(0), pod(1)])
+    assert suspended.status["phase"] == "Suspended" and len(suspended.delete) == 2
+    assert all(grace is None for _, grace in suspended.delete)
+    quiet = run(spec(2, suspend=True), suspended.status, [])
+    assert quiet.create == [] and quiet.status["phase"] == "Suspended"
+    resumed = run(spec(2, suspend=False), quiet.status, [])
+    assert resumed.create == [0, 1] and resumed.status["attempt"] == 2 and resumed.status["phase"] == "Pending"
+    assert condition(resumed, "Suspended")["status"] == "False"
+
+
+def test_deadline_fails_and_stops_the_workers() -> None:
+    plan = run(spec(2, activeDeadlineSeconds=100), running_status(), [pod(0), pod(1)])
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "DeadlineExceeded"
+    assert len(plan.delete) == 2
+
+
+def test_pod_pending_too_long_fails_with_the_pods_reason() -> None:
+    pods = [pod(0), pod(1, phase="Pending", ready=False, created_at=NOW - 700, reason="Unschedulable: 0/1 nodes")]
+    plan = run(spec(2, pendingTimeoutSeconds=600), running_status(phase="Pending"), pods)
+    assert plan.status["reason"] == "PodPendingTimeout" and "Unschedulable" in plan.status["message"]
+
+
+def test_worker_pod_deleted_mid_run_is_a_failure() -> None:
+    plan = run(spec(2), running_status(), [pod(0)])
+    assert plan.status["phase"] == "Restarting" and plan.status["stopReason"] == "WorkerLost"
+
+
+def test_missing_pod_of_an_attempt_not_yet_started_is_created() -> None:
+    plan = run(spec(2), running_status(phase="Pending"), [pod(0, phase="Pending", ready=False)])
+    assert plan.create == [1]
+
+
+def test_stale_attempt_pods_are_deleted() -> None:
+    plan = run(spec(2), running_status(attempt=2), [pod(0, attempt=1), pod(0, attempt=2), pod(1, attempt=2)])
+    assert ("p-worker-0", None) in plan.delete and len(plan.delete) == 1
+
+
+def test_finished_pipeline_cleanup_and_ttl() -> None:
+    done = {**running_status(phase="Succeeded"), "completionTime": rfc3339(NOW - 50)}
+    pods = [pod(0, phase="Succeeded", ready=False), pod(1, phase="Running")]
+    keep = run(spec(2, cleanPodPolicy="None", ttlSecondsAfterFinished=60), done, pods)
+    assert keep.delete == [] and not keep.delete_pipeline and keep.requeue_after == 10
+    running_only = run(spec(2, cleanPodPolicy="Running"), done, pods)
+    assert running_only.delete == [("p-worker-1", None)]
+    everything = run(spec(2, cleanPodPolicy="All", ttlSecondsAfterFinished=30), done, pods)
+    assert len(everything.delete) == 2 and everything.delete_pipeline
+    assert json.dumps(everything.status)  # the status stays JSON-serialisable
+
+
+def test_ended_pods_of_a_stopped_attempt_are_deleted_so_their_names_can_be_reused() -> None:
+    status = running_status(phase="Restarting", restarts=1, stopReason="WorkerFailed")
+    plan = run(spec(2), status, [pod(0, deleting=True), pod(1, phase="Failed", exit_code=137, ready=False)])
+    assert plan.delete == [("p-worker-1", 0)] and plan.create == []
