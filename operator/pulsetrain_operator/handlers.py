@@ -32,6 +32,8 @@ log = logging.getLogger("pulsetrain_operator")
 IDLE_RECHECK_SECONDS = 30.0
 """How often a pipeline that is not running is looked at when nothing wakes it (TTL, safety net)."""
 ERROR_RETRY_SECONDS = (1.0, 60.0)
+RECONCILE_THREADS = 16
+"""Reconciles that may run at once (each a blocking Kubernetes client call chain in a thread)."""
 
 
 class Runtime:
@@ -39,9 +41,9 @@ class Runtime:
 
     def __init__(self) -> None:
         self.settings = Settings.from_env()
-        self.kube = Kube(api_client())
-        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")
         self.metrics = OperatorMetrics()
+        self.kube = Kube(api_client(on_request=self.metrics.api_request))
+        self.executor = ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="reconcile")
         self.loops: dict[tuple[str, str], PipelineLoop] = {}
         self.metrics_runner: web.AppRunner | None = None
 

@@ -3,20 +3,23 @@
 Why this exists: reconciling may run any number of times, concurrently with an earlier run's leftovers
 and after an operator restart, so every write here tolerates "already there" and "already gone"
 (creating an existing object or deleting a missing one is success). Nothing here decides anything;
-it only talks to the API server, with one shared, pooled client.
+it only talks to the API server, with one shared, pooled client. That client reports every request it
+sends (`CountingApiClient`), so the operator's API load per pipeline can be measured (`/metrics`,
+`bench/operator_bench.py`) rather than guessed.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import kubernetes
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import RESTResponse
 
 from pulsetrain_operator.names import PIPELINE_LABEL
 
@@ -25,8 +28,28 @@ GROUP, VERSION, PLURAL = "pulsetrain.dev", "v1alpha1", "trainingpipelines"
 CONNECTION_POOL_SIZE = 32
 
 
-def api_client() -> ApiClient:
-    """A client from the in-cluster service account, or else from KUBECONFIG / ~/.kube/config."""
+class CountingApiClient(ApiClient):
+    """An `ApiClient` that calls `on_request(method)` before each HTTP request it sends.
+
+    Every typed API method (`CoreV1Api`, `CustomObjectsApi`, ...) ends in `call_api`, so this sees each
+    request `Kube` makes, failed ones included. Requests other clients make (Kopf's own watches and
+    lists) do not pass through here.
+    """
+
+    def __init__(self, configuration: Configuration, on_request: Callable[[str], None]) -> None:
+        super().__init__(configuration)
+        self.on_request = on_request
+
+    def call_api(self, method: str, url: str, header_params: Any = None, body: Any = None,
+                 post_params: Any = None, _request_timeout: Any = None) -> RESTResponse:
+        self.on_request(method.upper())
+        return super().call_api(method, url, header_params=header_params, body=body, post_params=post_params,
+                                _request_timeout=_request_timeout)
+
+
+def api_client(on_request: Callable[[str], None] | None = None) -> ApiClient:
+    """A client from the in-cluster service account, or else from KUBECONFIG / ~/.kube/config;
+    with `on_request`, one that reports the HTTP method of every request it sends."""
     configuration = kubernetes.client.Configuration()
     loader = cast(Any, kubernetes.config)  # the loaders carry no type hints
     try:
@@ -34,7 +57,7 @@ def api_client() -> ApiClient:
     except loader.ConfigException:
         loader.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
-    return ApiClient(configuration)
+    return ApiClient(configuration) if on_request is None else CountingApiClient(configuration, on_request)
 
 
 def _tolerate(exc: ApiException, *statuses: int) -> None:

@@ -145,8 +145,10 @@ class _Decision:
     # -- the rules -------------------------------------------------------------------------
     def run(self) -> Plan:
         self.counts()
-        if self.obs.progress is not None:
-            self.status["progress"] = progress_status(self.obs.progress)
+        # the live document while the chief runs; once it has ended, the one it left as its termination message
+        chief_outcome = next((p.outcome for p in self.current if p.index == 0 and p.outcome is not None), None)
+        if (latest := self.obs.progress or chief_outcome) is not None:
+            self.status["progress"] = progress_status(latest)
         if self.status.get("phase") in FINISHED_PHASES:
             self.cleanup()
             return self.plan

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics: reconciles, errors, pipelines by phase, restarts.
+"""The operator's Prometheus metrics: reconciles, errors, API requests, pipelines by phase, restarts.
 
 Why this exists: an operator that silently stops reconciling looks healthy from the outside; these
 numbers (scraped from `/metrics`) show it working, failing, or falling behind. They are kept in plain
@@ -24,6 +24,7 @@ class OperatorMetrics:
         self.errors = 0
         self.reconcile_seconds = 0.0
         self.api_writes = 0
+        self.api_requests: dict[str, int] = defaultdict(int)
         self.phases: dict[tuple[str, str], str] = {}
         self.restarts: dict[tuple[str, str], int] = {}
 
@@ -35,6 +36,11 @@ class OperatorMetrics:
             self.api_writes += writes
             self.phases[(namespace, name)] = phase or "Pending"
             self.restarts[(namespace, name)] = restarts
+
+    def api_request(self, verb: str) -> None:
+        """One Kubernetes API request sent by the operator's own client (any thread)."""
+        with self._lock:
+            self.api_requests[verb] += 1
 
     def failed(self) -> None:
         with self._lock:
@@ -63,9 +69,14 @@ class OperatorMetrics:
                 "# HELP pulsetrain_operator_api_writes_total Kubernetes API writes made by reconciles.",
                 "# TYPE pulsetrain_operator_api_writes_total counter",
                 f"pulsetrain_operator_api_writes_total {self.api_writes}",
-                "# HELP pulsetrain_operator_pipelines Pipelines known to the operator, by phase.",
-                "# TYPE pulsetrain_operator_pipelines gauge",
+                "# HELP pulsetrain_operator_api_requests_total Kubernetes API requests sent by the operator's "
+                "reconciles, by HTTP method (Kopf's own watches and lists are not included).",
+                "# TYPE pulsetrain_operator_api_requests_total counter",
             ]
+            lines += [f'pulsetrain_operator_api_requests_total{{verb="{_escape(v)}"}} {n}'
+                      for v, n in sorted(self.api_requests.items())]
+            lines += ["# HELP pulsetrain_operator_pipelines Pipelines known to the operator, by phase.",
+                      "# TYPE pulsetrain_operator_pipelines gauge"]
             lines += [f'pulsetrain_operator_pipelines{{phase="{_escape(p)}"}} {n}' for p, n in sorted(by_phase.items())]
             lines += ["# HELP pulsetrain_pipeline_restarts Gang restarts of each pipeline.",
                       "# TYPE pulsetrain_pipeline_restarts gauge"]

@@ -185,7 +185,7 @@ def test_scale_suspend_resume_and_delete(testbed_cluster: Cluster, operator: Ope
                             "-p", '{"spec": {"runPolicy": {"suspend": true}}}')
     wait_until(lambda: status(testbed_cluster, ml_namespace, "scale").get("phase") == "Suspended"
                and not worker_pods(testbed_cluster, ml_namespace, "scale"), 120, "suspended with no pods", interval=1)
-    step_at_suspend = status(testbed_cluster, ml_namespace, "scale")["progress"]["lastCheckpointStep"]
+    step_at_suspend = status(testbed_cluster, ml_namespace, "scale")["progress"].get("lastCheckpointStep", 1)
 
     testbed_cluster.kubectl("patch", "tp", "scale", "-n", ml_namespace, "--type=merge",
                             "-p", '{"spec": {"runPolicy": {"suspend": false}}}')
