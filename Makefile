@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 LINT_PATHS := workers operator tests bench hack
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools lint unit render test bench testbed-up testbed-down testbed-status clean
+.PHONY: run-operator help venv tools lint unit render test bench testbed-up testbed-down testbed-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test: tools ## Everything: unit, integration and e2e tests on the real test bed 
 bench: tools ## Trainer benchmarks against same-run baselines (starts the test bed if needed; ~10 min)
 	@$(PY) -m tests.cluster up >/dev/null
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+run-operator: venv ## Run the operator in the foreground against $$KUBECONFIG (OPERATOR_ARGS=--namespace ml)
+	$(PY) -m pulsetrain_operator --log-format full $(OPERATOR_ARGS)
 
 testbed-up: tools ## Start the test bed and leave it running (tests then reuse it)
 	@$(PY) -m tests.cluster up
