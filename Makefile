@@ -35,7 +35,7 @@ bench: tools ## Trainer benchmarks against same-run baselines (starts the test b
 	@$(PY) -m tests.cluster up >/dev/null
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-run-operator: venv ## Run the operator in the foreground against $$KUBECONFIG (OPERATOR_ARGS=--namespace ml)
+run-operator: venv ## Run the operator in the foreground against the KUBECONFIG cluster (OPERATOR_ARGS=--namespace ml)
 	$(PY) -m pulsetrain_operator --log-format full $(OPERATOR_ARGS)
 
 testbed-up: tools ## Start the test bed and leave it running (tests then reuse it)
