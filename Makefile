@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 LINT_PATHS := workers operator tests bench hack
 
 .DEFAULT_GOAL := help
-.PHONY: run-operator help venv tools lint unit render test bench testbed-up testbed-down testbed-status clean
+.PHONY: run-operator help venv tools lint unit render test bench bench-operator testbed-up testbed-down testbed-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +34,10 @@ test: tools ## Everything: unit, integration and e2e tests on the real test bed 
 bench: tools ## Trainer benchmarks against same-run baselines (starts the test bed if needed; ~10 min)
 	@$(PY) -m tests.cluster up >/dev/null
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-operator: tools ## Operator: 200 pipelines to pods, p99 and RSS against a direct-create floor (~2 min)
+	@$(PY) -m tests.cluster up >/dev/null
+	$(PY) -m bench.operator_bench $(BENCH_ARGS)
 
 run-operator: venv ## Run the operator in the foreground against the KUBECONFIG cluster (OPERATOR_ARGS=--namespace ml)
 	$(PY) -m pulsetrain_operator --log-format full $(OPERATOR_ARGS)

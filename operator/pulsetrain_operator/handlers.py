@@ -93,7 +93,8 @@ class PipelineLoop:
                     self.rt.metrics.forget(self.namespace, self.name)
                     self.rt.loops.pop((self.namespace, self.name), None)
                     return
-                poll = (self.rt.settings.progress_interval_seconds if outcome.phase in ("Running", "Pending")
+                # only a running chief has progress to copy; every other change arrives as a pod event
+                poll = (self.rt.settings.progress_interval_seconds if outcome.phase == "Running"
                         else IDLE_RECHECK_SECONDS)
                 delay = min(outcome.requeue_after or poll, poll)
             try:

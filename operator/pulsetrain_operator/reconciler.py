@@ -60,7 +60,10 @@ def reconcile(kube: Kube, settings: Settings, namespace: str, name: str, now: fl
         return Outcome(exists=False)
     spec: Mapping[str, Any] = tp.get("spec") or {}
     status: Mapping[str, Any] = tp.get("status") or {}
-    pods = [p for p in (WorkerPod.from_pod(obj) for obj in kube.worker_pods(namespace, name)) if p is not None]
+    # A pipeline never started has no pods to look at (one left by a crash mid-creation makes its create
+    # a harmless 409), which spares the API server a LIST per new pipeline.
+    listed = kube.worker_pods(namespace, name) if status.get("attempt") else []
+    pods = [p for p in (WorkerPod.from_pod(obj) for obj in listed) if p is not None]
     current_attempt = int(status.get("attempt", 0))
     progress = _chief_progress([p for p in pods if p.attempt == current_attempt], spec, settings)
     obs = Observation(name=name, namespace=namespace, generation=int(tp["metadata"].get("generation", 0)),
