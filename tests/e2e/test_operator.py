@@ -218,6 +218,7 @@ def test_operator_restart_keeps_pods_and_status_continues(testbed_cluster: Clust
     operator.stop(signal.SIGKILL)
     step_while_down = status(testbed_cluster, ml_namespace, "restart")["progress"]["step"]
     operator.start()
+    publish(pulsar_broker.service_url, topic, digits(repeat=1))  # a continuous pipeline steps only while data comes
     wait_until(lambda: status(testbed_cluster, ml_namespace, "restart")["progress"]["step"] > step_while_down,
                60, "the status moving again after the operator restart", interval=1)
     after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in worker_pods(testbed_cluster, ml_namespace, "restart")}
