@@ -104,6 +104,16 @@ def worker_labels(name: str, index: int, attempt: int) -> dict[str, str]:
     return {**common_labels(name), WORKER_INDEX_LABEL: str(index), ATTEMPT_LABEL: str(attempt)}
 
 
+def child_metadata(tp: Mapping[str, Any], name: str, labels: Mapping[str, str],
+                   annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`metadata` of a child object `name`: in the pipeline's namespace, labelled, owned by the pipeline."""
+    metadata: dict[str, Any] = {"name": name, "namespace": tp["metadata"]["namespace"], "labels": dict(labels)}
+    if annotations is not None:
+        metadata["annotations"] = dict(annotations)
+    metadata["ownerReferences"] = [owner_reference(tp)]
+    return metadata
+
+
 def owner_reference(tp: Mapping[str, Any]) -> dict[str, Any]:
     """The controller reference every child carries, so deleting the pipeline deletes them."""
     meta = tp["metadata"]

@@ -14,20 +14,15 @@ from typing import Any
 
 from pulsetrain_operator.builders.config import identity, worker_config
 from pulsetrain_operator.defaults import CONFIG_KEY
-from pulsetrain_operator.names import common_labels, config_map_name, owner_reference
+from pulsetrain_operator.names import child_metadata, common_labels, config_map_name
 
 
 def worker_config_map(tp: Mapping[str, Any]) -> dict[str, Any]:
     """The ConfigMap object for pipeline `tp`."""
-    name, namespace = identity(tp)
+    name, _ = identity(tp)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": config_map_name(name),
-            "namespace": namespace,
-            "labels": common_labels(name),
-            "ownerReferences": [owner_reference(tp)],
-        },
+        "metadata": child_metadata(tp, config_map_name(name), common_labels(name)),
         "data": {CONFIG_KEY: json.dumps(worker_config(tp), indent=2, sort_keys=True)},
     }

@@ -40,8 +40,8 @@ from pulsetrain_operator.builders.service import COLLECTIVE_PORT_NAME, METRICS_P
 from pulsetrain_operator.builders.tfconfig import tf_config
 from pulsetrain_operator.names import (
     SPEC_HASH_ANNOTATION,
+    child_metadata,
     config_map_name,
-    owner_reference,
     pod_name,
     service_name,
     worker_labels,
@@ -74,17 +74,12 @@ def spec_hash(tp: Mapping[str, Any], settings: Settings) -> str:
 
 def worker_pod(tp: Mapping[str, Any], index: int, attempt: int, settings: Settings) -> dict[str, Any]:
     """Worker `index`'s pod for gang attempt `attempt`; `ValueError` for an unusable name or index."""
-    name, namespace = identity(tp)
+    name, _ = identity(tp)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": pod_name(name, index),
-            "namespace": namespace,
-            "labels": worker_labels(name, index, attempt),
-            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(tp, settings)},
-            "ownerReferences": [owner_reference(tp)],
-        },
+        "metadata": child_metadata(tp, pod_name(name, index), worker_labels(name, index, attempt),
+                                   {SPEC_HASH_ANNOTATION: spec_hash(tp, settings)}),
         "spec": _pod_spec(tp, index, settings),
     }
 

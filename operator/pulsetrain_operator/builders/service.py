@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pulsetrain_operator.builders.config import collective_port, identity, metrics_port
-from pulsetrain_operator.names import PIPELINE_LABEL, common_labels, owner_reference, service_name
+from pulsetrain_operator.names import PIPELINE_LABEL, child_metadata, common_labels, service_name
 
 COLLECTIVE_PORT_NAME = "collective"
 METRICS_PORT_NAME = "metrics"
@@ -20,16 +20,11 @@ METRICS_PORT_NAME = "metrics"
 
 def worker_service(tp: Mapping[str, Any]) -> dict[str, Any]:
     """The Service object for pipeline `tp`."""
-    name, namespace = identity(tp)
+    name, _ = identity(tp)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": service_name(name),
-            "namespace": namespace,
-            "labels": common_labels(name),
-            "ownerReferences": [owner_reference(tp)],
-        },
+        "metadata": child_metadata(tp, service_name(name), common_labels(name)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
