@@ -1,8 +1,9 @@
-"""Small helpers shared by the integration tests: polling with a deadline and a clear failure."""
+"""Small helpers shared by the tests: polling with a deadline and a clear failure, free ports, kubectl reads."""
 
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
 import time
 from collections.abc import Callable
@@ -11,6 +12,13 @@ from typing import Any, TypeVar
 from tests.conftest import Cluster
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,18 +20,12 @@ from pathlib import Path
 
 from pulsetrain_operator.rbac import OPERATOR_NAME, objects
 from tests.conftest import Cluster
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_MANIFEST = ROOT / "manifests" / "crd" / "trainingpipelines.pulsetrain.dev.yaml"
 OPERATOR_NAMESPACE = "pulsetrain-system"
 WORKER_IMAGE = "pulsetrain/worker:e2e"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def install_crd(cluster: Cluster) -> None:

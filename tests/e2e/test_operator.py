@@ -18,12 +18,10 @@ from typing import Any
 
 import pytest
 
-from pulsetrain import datasets
-from pulsetrain.encode import encode_batch
 from pulsetrain.source import digest
 from tests.conftest import Cluster, PulsarURLs
 from tests.e2e.operator_harness import OperatorProcess, install_crd, operator_kubeconfig, pid_of_worker
-from tests.integration.test_trainer import publish
+from tests.integration.test_trainer import digits_payloads, publish
 from tests.support import get_json, logs, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -49,11 +47,6 @@ def ml_namespace(testbed_cluster: Cluster, namespace: str) -> str:
              "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
     testbed_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(claim))
     return namespace
-
-
-def digits(repeat: int) -> list[bytes]:
-    train, _ = datasets.load("digits", "raw").split(0.2, seed=0)
-    return encode_batch(train.data, train.features, train.labels) * repeat
 
 
 def pipeline(name: str, broker: PulsarURLs, topic: str, *, workers: int = 2, mode: str = "bounded",
@@ -121,7 +114,7 @@ def final_summary(cluster: Cluster, namespace: str, pod: str) -> dict[str, Any]:
 def test_digits_pipeline_trains_to_succeeded(testbed_cluster: Cluster, operator: OperatorProcess,
                                              ml_namespace: str, pulsar_broker: PulsarURLs, unique: Any) -> None:
     topic = unique("tp-digits")
-    payloads = digits(repeat=6)
+    payloads = digits_payloads(repeat=6)[1]
     publish(pulsar_broker.service_url, topic, payloads)
     apply(testbed_cluster, ml_namespace, pipeline("digits", pulsar_broker, topic))
 
@@ -147,7 +140,7 @@ def test_killed_worker_restarts_the_gang_and_trains_every_message_once(
         testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
         unique: Any) -> None:
     topic = unique("tp-crash")
-    payloads = digits(repeat=6)
+    payloads = digits_payloads(repeat=6)[1]
     publish(pulsar_broker.service_url, topic, payloads)
     apply(testbed_cluster, ml_namespace, pipeline("crash", pulsar_broker, topic, training={"checkpointEverySteps": 10}))
     wait_until(lambda: status(testbed_cluster, ml_namespace, "crash").get("progress", {})
@@ -168,7 +161,7 @@ def test_killed_worker_restarts_the_gang_and_trains_every_message_once(
 def test_scale_suspend_resume_and_delete(testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str,
                                          pulsar_broker: PulsarURLs, unique: Any) -> None:
     topic = unique("tp-scale")
-    publish(pulsar_broker.service_url, topic, digits(repeat=4))
+    publish(pulsar_broker.service_url, topic, digits_payloads(repeat=4)[1])
     apply(testbed_cluster, ml_namespace, pipeline("scale", pulsar_broker, topic, mode="continuous"))
     wait_phase(testbed_cluster, operator, ml_namespace, "scale", "Running", 180)
 
@@ -208,7 +201,7 @@ def test_operator_restart_keeps_pods_and_status_continues(testbed_cluster: Clust
     if os.environ.get("PULSETRAIN_OPERATOR_DEPLOYED") == "1":
         pytest.skip("the operator runs in the cluster; this test restarts its own process")
     topic = unique("tp-restart")
-    publish(pulsar_broker.service_url, topic, digits(repeat=4))
+    publish(pulsar_broker.service_url, topic, digits_payloads(repeat=4)[1])
     apply(testbed_cluster, ml_namespace, pipeline("restart", pulsar_broker, topic, mode="continuous"))
     wait_until(lambda: status(testbed_cluster, ml_namespace, "restart").get("progress", {}).get("step", 0) > 0,
                180, "progress while running", interval=1)
@@ -218,7 +211,8 @@ def test_operator_restart_keeps_pods_and_status_continues(testbed_cluster: Clust
     operator.stop(signal.SIGKILL)
     step_while_down = status(testbed_cluster, ml_namespace, "restart")["progress"]["step"]
     operator.start()
-    publish(pulsar_broker.service_url, topic, digits(repeat=1))  # a continuous pipeline steps only while data comes
+    # a continuous pipeline steps only while data comes
+    publish(pulsar_broker.service_url, topic, digits_payloads(repeat=1)[1])
     wait_until(lambda: status(testbed_cluster, ml_namespace, "restart")["progress"]["step"] > step_while_down,
                60, "the status moving again after the operator restart", interval=1)
     after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in worker_pods(testbed_cluster, ml_namespace, "restart")}

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pulsetrain.peers import PeerTimeout, check_peer, parse_address, wait_for_peers
+from tests.support import free_port
 
 ADDRESSES = ["w-0.svc:2222", "w-1.svc:2222", "w-2.svc:2222"]
 
@@ -110,12 +111,6 @@ def listener() -> Iterator[int]:
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         yield server.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_real_listener_is_reachable(listener: int) -> None:
