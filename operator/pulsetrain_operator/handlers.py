@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -76,7 +75,6 @@ class PipelineLoop:
         while True:
             await self.woken.wait()
             self.woken.clear()
-            started = time.monotonic()
             try:
                 outcome = await loop.run_in_executor(self.rt.executor, reconcile, self.rt.kube, self.rt.settings,
                                                      self.namespace, self.name)
@@ -87,7 +85,7 @@ class PipelineLoop:
                 log.error("reconcile failed (retry in %.0f s): %s", delay, exc, exc_info=True, extra=context)
             else:
                 failures = 0
-                self.rt.metrics.reconciled(self.namespace, self.name, time.monotonic() - started, outcome.phase,
+                self.rt.metrics.reconciled(self.namespace, self.name, outcome.seconds, outcome.phase,
                                            outcome.restarts, outcome.writes)
                 if not outcome.exists:
                     self.rt.metrics.forget(self.namespace, self.name)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pulsetrain.progress_doc import ProgressDocument
 from pulsetrain_operator import defaults
 from pulsetrain_operator.builders.config import storage_paths
 from pulsetrain_operator.builders.configmap import worker_config_map
@@ -37,9 +38,11 @@ class Outcome:
     requeue_after: float | None = None
     restarts: int = 0
     writes: int = 0
+    seconds: float = 0.0
+    """How long the reconcile itself took (not the wait for a free thread before it)."""
 
 
-def _chief_progress(pods: list[WorkerPod], spec: Mapping[str, Any], settings: Settings) -> Any:
+def _chief_progress(pods: list[WorkerPod], spec: Mapping[str, Any], settings: Settings) -> ProgressDocument | None:
     chief = next((p for p in pods if p.index == 0 and p.phase == "Running" and p.ip), None)
     if chief is None or chief.ip is None:
         return None
@@ -55,6 +58,7 @@ def _status_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str,
 
 
 def reconcile(kube: Kube, settings: Settings, namespace: str, name: str, now: float | None = None) -> Outcome:
+    started = time.monotonic()
     tp = kube.get_pipeline(namespace, name)
     if tp is None or tp.get("metadata", {}).get("deletionTimestamp"):
         return Outcome(exists=False)
@@ -73,7 +77,7 @@ def reconcile(kube: Kube, settings: Settings, namespace: str, name: str, now: fl
     plan = decide(obs)
     writes = apply(kube, settings, tp, plan)
     return Outcome(exists=True, phase=plan.status.get("phase"), requeue_after=plan.requeue_after,
-                   restarts=int(plan.status.get("restarts", 0)), writes=writes)
+                   restarts=int(plan.status.get("restarts", 0)), writes=writes, seconds=time.monotonic() - started)
 
 
 def apply(kube: Kube, settings: Settings, tp: Mapping[str, Any], plan: Plan) -> int:
