@@ -67,6 +67,33 @@ class PortHolder:
         self.thread.join(timeout=2)
 
 
+class StopRequest:
+    """SIGTERM/SIGINT → ask the gang to stop after the current step.
+
+    The handler runs in the main thread between two bytecodes, possibly while the main thread holds a
+    lock (telemetry's, logging's): it takes none, or the worker would deadlock itself (it did, once in
+    CI). A watcher thread does the logging and the state change."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self.event = threading.Event()
+        self.signals: list[int] = []
+        threading.Thread(target=self._announce, name="stop-watcher", daemon=True).start()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        self.event.set()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle)
+        signal.signal(signal.SIGINT, self.handle)
+
+    def _announce(self) -> None:
+        self.event.wait()
+        log.info("signal %d: stopping after the current step (checkpoint, acknowledge, exit)", self.signals[0])
+        self.telemetry.set_state("stopping")
+
+
 def wait_for_gang(tf_config: TFConfig) -> None:
     _, port = parse_address(tf_config.workers[tf_config.task_index])
     holder = PortHolder(port)
@@ -135,20 +162,8 @@ def run(args: argparse.Namespace, outcome: TerminationLog) -> int:
     outcome.progress = telemetry.snapshot
     port = int(os.environ.get("PULSETRAIN_METRICS_PORT", config.observability.port))  # local gangs share a host
     server = serve(telemetry, config.observability.host, port)
-    stop = threading.Event()
-    signals: list[int] = []
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current step (checkpoint, acknowledge, exit)", signum)
-        telemetry.set_state("stopping")
-        signals.append(signum)
-        stop.set()
-
-    def install_signal_handlers() -> None:
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
-
-    install_signal_handlers()
+    stop = StopRequest(telemetry)
+    stop.install()
     finished = threading.Event()
     if index == 0:
         watch_backlog(config, telemetry, finished)
@@ -156,7 +171,7 @@ def run(args: argparse.Namespace, outcome: TerminationLog) -> int:
         if tf_config is not None and tf_config.num_workers > 1:
             telemetry.set_state("waiting-for-peers")
             wait_for_gang(tf_config)
-        summary = train(config, tf_config, telemetry, stop, install_signal_handlers)
+        summary = train(config, tf_config, telemetry, stop.event, stop.install)
     except PeerTimeout as exc:
         telemetry.set_state("failed", str(exc))
         outcome.report("failed", str(exc))
@@ -170,8 +185,8 @@ def run(args: argparse.Namespace, outcome: TerminationLog) -> int:
     finally:
         finished.set()
         server.close()
-    if summary.get("stopRequested") or stop.is_set():
-        outcome.report("stopped", stop_message(signals[0] if signals else None))
+    if summary.get("stopRequested") or stop.event.is_set():
+        outcome.report("stopped", stop_message(stop.signals[0] if stop.signals else None))
     else:
         outcome.report("finished")
     line = json.dumps({"worker": index, **summary})
