@@ -7,7 +7,10 @@ chief's progress into the status within the 10 s the users expect). One task per
 writer per pipeline: no two reconciles of the same pipeline ever race, and wake-ups that arrive during
 a reconcile are coalesced into the next one. Reconciles are level-triggered and rebuild everything
 from the resource's status and its pods, so an operator restart simply resumes (Kopf lists every
-pipeline on start, which starts its loop). No Kopf state is stored on the resource and no finalizer is
+pipeline on start, which starts its loop). The loop keeps the newest copy of its pipeline (from the
+watch, or from its own status patch) so a reconcile need not read it back; child writes and status
+writes run on separate thread pools (see `reconciler`), the status pool smaller, so that a burst of
+new pipelines gets its pods first. No Kopf state is stored on the resource and no finalizer is
 added: children are owned, and the garbage collector removes them with the pipeline.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +28,7 @@ from aiohttp import web
 from pulsetrain_operator.kube import GROUP, PLURAL, VERSION, Kube, api_client
 from pulsetrain_operator.metrics import OperatorMetrics, serve_metrics
 from pulsetrain_operator.names import PIPELINE_LABEL
-from pulsetrain_operator.reconciler import reconcile
+from pulsetrain_operator.reconciler import act, newest, record
 from pulsetrain_operator.settings import Settings
 
 log = logging.getLogger("pulsetrain_operator")
@@ -32,7 +36,10 @@ IDLE_RECHECK_SECONDS = 30.0
 """How often a pipeline that is not running is looked at when nothing wakes it (TTL, safety net)."""
 ERROR_RETRY_SECONDS = (1.0, 60.0)
 RECONCILE_THREADS = 16
-"""Reconciles that may run at once (each a blocking Kubernetes client call chain in a thread)."""
+"""Reconciles that may run their first half (reads, child writes) at once, each a blocking Kubernetes
+client call chain in a thread."""
+RECORD_THREADS = 4
+"""Status patches and events that may be written at once (the second half of a reconcile)."""
 
 
 class Runtime:
@@ -43,6 +50,7 @@ class Runtime:
         self.metrics = OperatorMetrics()
         self.kube = Kube(api_client(on_request=self.metrics.api_request))
         self.executor = ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="reconcile")
+        self.record_executor = ThreadPoolExecutor(max_workers=RECORD_THREADS, thread_name_prefix="record")
         self.loops: dict[tuple[str, str], PipelineLoop] = {}
         self.metrics_runner: web.AppRunner | None = None
 
@@ -63,10 +71,26 @@ class PipelineLoop:
         self.rt, self.namespace, self.name = rt, namespace, name
         self.woken = asyncio.Event()
         self.woken.set()
+        self.known: Mapping[str, Any] | None = None
+        """The newest copy of the pipeline seen; None → the next reconcile reads it."""
+        self.forgotten = 0
+        """How many times the known copy was dropped (a reconcile's answer from before is then stale)."""
         self.task = asyncio.create_task(self.run(), name=f"pipeline:{namespace}/{name}")
 
-    def wake(self) -> None:
+    def wake(self, pipeline: Mapping[str, Any] | None = None) -> None:
+        """Reconcile soon; with `pipeline`, a copy of it from the watch."""
+        self.remember(pipeline)
         self.woken.set()
+
+    def remember(self, pipeline: Mapping[str, Any] | None) -> None:
+        self.known = newest(self.known, pipeline)
+
+    def forget(self) -> None:
+        self.known = None
+        self.forgotten += 1
+
+    def current(self) -> Mapping[str, Any] | None:
+        return self.known
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -75,16 +99,21 @@ class PipelineLoop:
         while True:
             await self.woken.wait()
             self.woken.clear()
+            forgotten = self.forgotten
             try:
-                outcome = await loop.run_in_executor(self.rt.executor, reconcile, self.rt.kube, self.rt.settings,
-                                                     self.namespace, self.name)
+                acted = await loop.run_in_executor(self.rt.executor, act, self.rt.kube, self.rt.settings,
+                                                   self.namespace, self.name, self.current)
+                outcome = await loop.run_in_executor(self.rt.record_executor, record, self.rt.kube, acted)
             except Exception as exc:  # anything: log it, count it, retry with back-off, never kill the loop
                 failures += 1
                 self.rt.metrics.failed()
                 delay = min(ERROR_RETRY_SECONDS[0] * 2 ** (failures - 1), ERROR_RETRY_SECONDS[1])
                 log.error("reconcile failed (retry in %.0f s): %s", delay, exc, exc_info=True, extra=context)
+                self.forget()  # read the pipeline afresh: a failed write leaves the known copy unsure
             else:
                 failures = 0
+                if forgotten == self.forgotten:  # else the pipeline was deleted meanwhile: keep nothing
+                    self.remember(outcome.pipeline)
                 self.rt.metrics.reconciled(self.namespace, self.name, outcome.seconds, outcome.phase,
                                            outcome.restarts, outcome.writes)
                 if not outcome.exists:
@@ -101,14 +130,15 @@ class PipelineLoop:
                 self.woken.set()
 
 
-def _wake(namespace: str, name: str) -> None:
+def _wake(namespace: str, name: str, pipeline: Mapping[str, Any] | None = None, deleted: bool = False) -> None:
     rt = runtime()
     key = (namespace, name)
     existing = rt.loops.get(key)
     if existing is None or existing.task.done():
-        rt.loops[key] = PipelineLoop(rt, namespace, name)
-    else:
-        existing.wake()
+        rt.loops[key] = existing = PipelineLoop(rt, namespace, name)
+    if deleted:
+        existing.forget()  # the next reconcile reads the pipeline, finds it gone and ends the loop
+    existing.wake(pipeline)
 
 
 @kopf.on.startup()
@@ -131,6 +161,7 @@ async def cleanup(**_: Any) -> None:
         pipeline_loop.task.cancel()
     await asyncio.gather(*(p.task for p in rt.loops.values()), return_exceptions=True)
     rt.executor.shutdown(wait=False, cancel_futures=True)
+    rt.record_executor.shutdown(wait=False, cancel_futures=True)
     if rt.metrics_runner is not None:
         await rt.metrics_runner.cleanup()
 
@@ -138,7 +169,8 @@ async def cleanup(**_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def pipeline_event(event: kopf.RawEvent, name: str | None, namespace: str | None, **_: Any) -> None:
     if name and namespace:
-        _wake(namespace, name)  # DELETED too: the loop sees the pipeline gone and ends itself
+        deleted = event.get("type") == "DELETED"
+        _wake(namespace, name, None if deleted else event.get("object"), deleted=deleted)
 
 
 @kopf.on.event("", "v1", "pods", labels={PIPELINE_LABEL: kopf.PRESENT})

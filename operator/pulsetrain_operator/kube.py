@@ -86,13 +86,16 @@ class Kube:
             return None
         return dict(obj)
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch `status`; keys set to None are removed."""
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch `status` (keys set to None are removed); returns the pipeline as patched, None when
+        it is gone."""
         try:
-            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
-                                                              {"status": dict(status)})
+            obj = self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
+                                                                    {"status": dict(status)})
         except ApiException as exc:
             _tolerate(exc, 404)
+            return None
+        return dict(obj)
 
     def delete_pipeline(self, namespace: str, name: str) -> None:
         try:

@@ -1,9 +1,11 @@
-"""The operator's RBAC rules, the one source for the plain manifests and the Helm chart.
+"""The operator's RBAC rules, the one source for the Helm chart and (through it) the plain manifests.
 
 Why this exists: least privilege has to be written down once. The operator reads and updates
 pipelines and their status, runs the workers' pods, Services and ConfigMaps, and posts Events; Kopf
 itself lists CRDs and namespaces to discover what to watch. Workers get no API access at all (their
-pods do not even mount a token), so no per-pipeline Role is created.
+pods do not even mount a token), so no per-pipeline Role is created. `make render` writes RULES and
+DISCOVERY_RULES into the chart (`charts/pulsetrain/templates/_rbac_rules.tpl`), and `manifests/rbac/` is
+rendered from the chart.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
-"""Rules needed in every watched namespace (a ClusterRole, bound cluster-wide or per namespace)."""
+"""Rules needed in every watched namespace (a ClusterRole bound cluster-wide, or a Role per namespace)."""
 
 DISCOVERY_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
@@ -32,33 +34,37 @@ DISCOVERY_RULES: list[dict[str, Any]] = [
 """Cluster-scoped reads Kopf uses to discover resources and namespaces (always cluster-wide)."""
 
 
-def objects(namespace: str, watched: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """ServiceAccount, ClusterRoles and bindings for an operator in `namespace`.
+def objects(namespace: str, watched: tuple[str, ...] = (), name: str = OPERATOR_NAME) -> list[dict[str, Any]]:
+    """ServiceAccount `name`, and the same (Cluster)Roles and bindings as the chart, for an operator in
+    `namespace`: the e2e harness grants its out-of-cluster operator with these.
 
-    With no `watched` namespaces the rules are bound cluster-wide; otherwise with one RoleBinding in
-    each watched namespace (the ClusterRole is then only a reusable set of rules).
+    Kopf's discovery reads are always a ClusterRole and ClusterRoleBinding (`{name}-discovery`). With no
+    `watched` namespaces RULES are a ClusterRole bound cluster-wide; otherwise a Role and RoleBinding in
+    each watched namespace. The chart (`charts/pulsetrain/templates/rbac.yaml`) builds the same objects,
+    and tests/integration/test_chart.py compares the two.
     """
-    labels = {"app.kubernetes.io/name": OPERATOR_NAME, "app.kubernetes.io/part-of": "pulsetrain"}
-    subject = [{"kind": "ServiceAccount", "name": OPERATOR_NAME, "namespace": namespace}]
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "pulsetrain"}
+    subject = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+    group = "rbac.authorization.k8s.io"
+
+    def role(kind: str, role_name: str, rules: list[dict[str, Any]], ns: str | None = None) -> dict[str, Any]:
+        metadata = {"name": role_name, **({"namespace": ns} if ns else {}), "labels": labels}
+        return {"apiVersion": f"{group}/v1", "kind": kind, "metadata": metadata, "rules": rules}
+
+    def binding(kind: str, role_kind: str, role_name: str, ns: str | None = None) -> dict[str, Any]:
+        metadata = {"name": role_name, **({"namespace": ns} if ns else {}), "labels": labels}
+        return {"apiVersion": f"{group}/v1", "kind": kind, "metadata": metadata,
+                "roleRef": {"apiGroup": group, "kind": role_kind, "name": role_name}, "subjects": subject}
+
     out: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": OPERATOR_NAME, "namespace": namespace, "labels": labels},
+         "metadata": {"name": name, "namespace": namespace, "labels": labels},
          "automountServiceAccountToken": True},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": OPERATOR_NAME, "labels": labels}, "rules": RULES},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": f"{OPERATOR_NAME}-discovery", "labels": labels}, "rules": DISCOVERY_RULES},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": f"{OPERATOR_NAME}-discovery", "labels": labels},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": f"{OPERATOR_NAME}-discovery"}, "subjects": subject},
+        role("ClusterRole", f"{name}-discovery", DISCOVERY_RULES),
+        binding("ClusterRoleBinding", "ClusterRole", f"{name}-discovery"),
     ]
-    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": OPERATOR_NAME}
     if not watched:
-        out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                    "metadata": {"name": OPERATOR_NAME, "labels": labels}, "roleRef": role_ref, "subjects": subject})
+        out += [role("ClusterRole", name, RULES), binding("ClusterRoleBinding", "ClusterRole", name)]
     for ns in watched:
-        out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                    "metadata": {"name": OPERATOR_NAME, "namespace": ns, "labels": labels},
-                    "roleRef": role_ref, "subjects": subject})
+        out += [role("Role", name, RULES, ns), binding("RoleBinding", "Role", name, ns)]
     return out

@@ -4,14 +4,22 @@ Why this exists: it is the only place where observation, decision and action mee
 (the pipeline, its pods, the chief's progress), then the pure decision, then idempotent writes in a
 safe order: deletions, the Service and ConfigMap before any pod that needs them, pods, the status,
 and the events last (an event must never describe a status that failed to be written).
+
+A reconcile comes in two halves so that the caller can run them on different thread pools: `act`
+(reads, decision, child writes: what users wait for when they apply a pipeline) and `record` (the
+status patch, the events, a TTL deletion). When many pipelines arrive at once, pods are then not
+queued behind other pipelines' status writes. The caller runs the halves of one pipeline in order,
+so there is still one writer per pipeline. The pipeline itself need not be read back each time: the
+caller may pass the newest copy it knows (from the watch, or the status patch's answer; see
+`newest`), and `act` reads it from the API server only when it has none.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pulsetrain.progress_doc import ProgressDocument
@@ -30,6 +38,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Acted:
+    """The first half of a reconcile: the pipeline as it was seen, the plan, and the child writes made."""
+
+    pipeline: Mapping[str, Any] | None
+    """None when the pipeline is gone (or being deleted)."""
+    plan: Plan | None = None
+    writes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What one reconcile did, for the caller's scheduling, metrics and logs."""
 
@@ -39,7 +58,27 @@ class Outcome:
     restarts: int = 0
     writes: int = 0
     seconds: float = 0.0
-    """How long the reconcile itself took (not the wait for a free thread before it)."""
+    """How long the reconcile itself took (not the waits for a free thread before its halves)."""
+    pipeline: Mapping[str, Any] | None = field(default=None, repr=False)
+    """The newest copy of the pipeline this reconcile saw (the status patch's answer when it wrote one)."""
+
+
+def newest(known: Mapping[str, Any] | None, candidate: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The newer of two copies of one object, by `metadata.resourceVersion`; None when they cannot be
+    ordered (then the caller reads the object from the API server instead of trusting either).
+
+    Kubernetes documents resourceVersions as opaque; every etcd-backed API server makes them the etcd
+    revision, an increasing integer, and this relies on that only to pick between two copies of an
+    object it has itself been handed. Anything that does not parse as an integer turns the shortcut off.
+    """
+    if candidate is None or known is None:
+        return candidate if known is None else known
+    try:
+        known_rv = int(known["metadata"]["resourceVersion"])
+        candidate_rv = int(candidate["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return candidate if candidate_rv >= known_rv else known
 
 
 def _chief_progress(pods: list[WorkerPod], spec: Mapping[str, Any], settings: Settings) -> ProgressDocument | None:
@@ -57,11 +96,14 @@ def _status_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str,
     return patch
 
 
-def reconcile(kube: Kube, settings: Settings, namespace: str, name: str, now: float | None = None) -> Outcome:
+def act(kube: Kube, settings: Settings, namespace: str, name: str,
+        known: Callable[[], Mapping[str, Any] | None] = lambda: None, now: float | None = None) -> Acted:
+    """Observe, decide and make the child writes (deletions, Service, ConfigMap, pods). `known` gives
+    the newest copy of the pipeline the caller has when the thread starts (None: read it)."""
     started = time.monotonic()
-    tp = kube.get_pipeline(namespace, name)
+    tp = known() or kube.get_pipeline(namespace, name)
     if tp is None or tp.get("metadata", {}).get("deletionTimestamp"):
-        return Outcome(exists=False)
+        return Acted(pipeline=None, seconds=time.monotonic() - started)
     spec: Mapping[str, Any] = tp.get("spec") or {}
     status: Mapping[str, Any] = tp.get("status") or {}
     # A pipeline never started has no pods to look at (one left by a crash mid-creation makes its create
@@ -75,13 +117,42 @@ def reconcile(kube: Kube, settings: Settings, namespace: str, name: str, now: fl
                       export_dir=storage_paths(tp)["exportDir"], now=time.time() if now is None else now,
                       progress=progress)
     plan = decide(obs)
-    writes = apply(kube, settings, tp, plan)
+    writes = write_children(kube, settings, tp, plan)
+    return Acted(pipeline=tp, plan=plan, writes=writes, seconds=time.monotonic() - started)
+
+
+def record(kube: Kube, acted: Acted) -> Outcome:
+    """The second half: write the plan's status, post its events, delete the pipeline when its TTL passed."""
+    tp, plan = acted.pipeline, acted.plan
+    if tp is None or plan is None:
+        return Outcome(exists=False, seconds=acted.seconds)
+    started = time.monotonic()
+    meta = tp["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    writes, latest = acted.writes, tp
+    patch = _status_changed(tp.get("status") or {}, plan.status)
+    if patch:
+        patched = kube.patch_status(namespace, name, patch)
+        writes += 1
+        if patched is None:  # deleted since it was read: nothing more to say about it
+            return Outcome(exists=False, writes=writes, seconds=acted.seconds + time.monotonic() - started)
+        latest = patched
+    for event in plan.events:
+        kube.post_event(tp, event.type, event.reason, event.message)
+        log.info("%s: %s", event.reason, event.message, extra={"pipeline": name, "namespace": namespace})
+        writes += 1
+    if plan.delete_pipeline:
+        log.info("ttlSecondsAfterFinished passed: deleting the pipeline",
+                 extra={"pipeline": name, "namespace": namespace})
+        kube.delete_pipeline(namespace, name)
+        writes += 1
     return Outcome(exists=True, phase=plan.status.get("phase"), requeue_after=plan.requeue_after,
-                   restarts=int(plan.status.get("restarts", 0)), writes=writes, seconds=time.monotonic() - started)
+                   restarts=int(plan.status.get("restarts", 0)), writes=writes,
+                   seconds=acted.seconds + time.monotonic() - started, pipeline=latest)
 
 
-def apply(kube: Kube, settings: Settings, tp: Mapping[str, Any], plan: Plan) -> int:
-    """Carry out a plan; returns the number of API writes made."""
+def write_children(kube: Kube, settings: Settings, tp: Mapping[str, Any], plan: Plan) -> int:
+    """Carry out a plan's deletions and creations; returns the number of API writes made."""
     meta = tp["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     writes = 0
@@ -97,17 +168,4 @@ def apply(kube: Kube, settings: Settings, tp: Mapping[str, Any], plan: Plan) -> 
         writes += 2 + len(plan.create)
         log.info("created %d worker pod(s) for attempt %d", len(plan.create), attempt,
                  extra={"pipeline": name, "namespace": namespace})
-    patch = _status_changed(tp.get("status") or {}, plan.status)
-    if patch:
-        kube.patch_status(namespace, name, patch)
-        writes += 1
-    for event in plan.events:
-        kube.post_event(tp, event.type, event.reason, event.message)
-        log.info("%s: %s", event.reason, event.message, extra={"pipeline": name, "namespace": namespace})
-        writes += 1
-    if plan.delete_pipeline:
-        log.info("ttlSecondsAfterFinished passed: deleting the pipeline",
-                 extra={"pipeline": name, "namespace": namespace})
-        kube.delete_pipeline(namespace, name)
-        writes += 1
     return writes
