@@ -410,12 +410,12 @@ def _storage() -> Schema:
     }), "spec.storage", "checkpoints and exported models stay where they were written")
 
 
-def _resources() -> Schema:
+def _resources(who: str = "worker") -> Schema:
     quantity = {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_PATTERN,
                 "x-kubernetes-int-or-string": True, "description": "A quantity, such as `2`, `500m` or `4Gi`."}
-    return _object("Compute resources of each worker container, as in a Pod (`nvidia.com/gpu` for GPUs).", {
-        "limits": _map("Most of each resource a worker may use.", quantity),
-        "requests": _map("Resources reserved for each worker; default: the limits.", quantity),
+    return _object(f"Compute resources of each {who} container, as in a Pod (`nvidia.com/gpu` for GPUs).", {
+        "limits": _map(f"Most of each resource a {who} may use.", quantity),
+        "requests": _map(f"Resources reserved for each {who}; default: the limits.", quantity),
     })
 
 
@@ -497,6 +497,8 @@ def _run_policy() -> Schema:
 
 def spec_schema() -> Schema:
     """The schema of `spec`."""
+    from pulsetrain_operator.crd_serving import serving_schema  # imported here: it builds on this module's helpers
+
     return _object("The desired pipeline: where the messages come from, what they hold, what is trained on them "
                    "and how the workers run.", {
         "source": _object(_class_doc(worker.SourceConfig), {
@@ -508,6 +510,7 @@ def spec_schema() -> Schema:
         "storage": _storage(),
         "worker": _worker(),
         "runPolicy": _run_policy(),
+        "serving": serving_schema(),
     }, required=["source", "data", "model", "storage"])
 
 
@@ -531,6 +534,7 @@ def _printer_columns() -> list[Schema]:
         column("Samples/s", "number", ".status.progress.samplesPerSecond", "Training throughput.", priority=1),
         column("Model version", "integer", ".status.model.version", "The newest exported model version.",
                priority=1),
+        column("Predictors", "integer", ".status.serving.readyReplicas", "Ready predictor pods.", priority=1),
         column("Message", "string", ".status.message", "Why the pipeline is in its phase.", priority=1),
     ]
 

@@ -34,6 +34,11 @@ METRICS_PORT: Final = 9100
 IMAGE_PULL_POLICY: Final = "IfNotPresent"
 IMAGE_PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 
+# serving
+SERVING_REPLICAS: Final = 1
+MAX_SERVING_REPLICAS: Final = 64
+PREDICTOR_COMMAND: Final = ("python", "-m", "pulsetrain.predictor")
+
 # runPolicy
 BACKOFF_LIMIT: Final = 3
 CLEAN_POD_POLICY: Final = "Running"
@@ -46,5 +51,6 @@ RESTART_BACKOFF_CAP_SECONDS: Final = 300
 # paths inside a worker pod
 CONFIG_DIR: Final = "/etc/pulsetrain"
 CONFIG_KEY: Final = "worker.json"
+PREDICTOR_CONFIG_KEY: Final = "predictor.json"
 SECRETS_DIR: Final = "/var/run/secrets/pulsetrain"
 TERMINATION_LOG: Final = "/dev/termination-log"

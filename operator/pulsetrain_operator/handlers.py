@@ -120,8 +120,9 @@ class PipelineLoop:
                     self.rt.metrics.forget(self.namespace, self.name)
                     self.rt.loops.pop((self.namespace, self.name), None)
                     return
-                # only a running chief has progress to copy; every other change arrives as a pod event
-                poll = (self.rt.settings.progress_interval_seconds if outcome.phase == "Running"
+                # only a running chief and running predictors have figures to copy; every other change
+                # arrives as a pod event
+                poll = (self.rt.settings.progress_interval_seconds if outcome.phase == "Running" or outcome.serving
                         else IDLE_RECHECK_SECONDS)
                 delay = min(outcome.requeue_after or poll, poll)
             try:

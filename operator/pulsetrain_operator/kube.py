@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kubernetes
-from kubernetes.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import RESTResponse
 
@@ -74,6 +74,7 @@ class Kube:
     def __init__(self, client: ApiClient) -> None:
         # Plain dicts go in and come out (the builders make dicts), so the typed models are bypassed.
         self.core: Any = CoreV1Api(client)
+        self.apps: Any = AppsV1Api(client)
         self.custom: Any = CustomObjectsApi(client)
         self.client: Any = client
 
@@ -138,6 +139,36 @@ class Kube:
         current = self.core.read_namespaced_config_map(name, namespace)
         if dict(current.data or {}) != dict(body.get("data") or {}):
             self.core.patch_namespaced_config_map(name, namespace, {"data": body["data"]})
+
+    # -- predictors (spec.serving) --------------------------------------------------------------
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as exc:
+            _tolerate(exc, 404)
+            return None
+        return dict(self.client.sanitize_for_serialization(obj))
+
+    def apply_deployment(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Create the Deployment, or make its spec the desired one (a JSON merge patch: lists replaced whole)."""
+        try:
+            self.apps.create_namespaced_deployment(namespace, dict(body))
+            return
+        except ApiException as exc:
+            _tolerate(exc, 409)
+        self.apps.patch_namespaced_deployment(body["metadata"]["name"], namespace, {"spec": body["spec"]})
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        try:
+            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            _tolerate(exc, 404)
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            _tolerate(exc, 404)
 
     # -- events ----------------------------------------------------------------------------------
     def post_event(self, pipeline: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

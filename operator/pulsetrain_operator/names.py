@@ -26,11 +26,14 @@ PIPELINE_LABEL: Final = "pulsetrain.dev/pipeline"
 WORKER_INDEX_LABEL: Final = "pulsetrain.dev/worker-index"
 ATTEMPT_LABEL: Final = "pulsetrain.dev/attempt"
 SPEC_HASH_ANNOTATION: Final = "pulsetrain.dev/spec-hash"
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 
 DNS_LABEL_MAX: Final = 63
 _SERVICE_SUFFIX: Final = "-workers"
 _CONFIG_MAP_SUFFIX: Final = "-worker-config"
 _POD_INFIX: Final = "-worker-"
+_PREDICTOR_SUFFIX: Final = "-predictor"
+_PREDICTOR_CONFIG_SUFFIX: Final = "-predictor-config"
 
 MAX_NAME_LENGTH: Final = DNS_LABEL_MAX - len(_POD_INFIX) - len(str(MAX_WORKERS - 1))
 """The longest pipeline name whose last worker pod name still fits a DNS label (53)."""
@@ -79,6 +82,16 @@ def pod_name(name: str, index: int) -> str:
     return f"{check_pipeline_name(name)}{_POD_INFIX}{check_worker_index(index)}"
 
 
+def predictor_name(name: str) -> str:
+    """The Deployment of the pipeline's predictors (`spec.serving`)."""
+    return f"{check_pipeline_name(name)}{_PREDICTOR_SUFFIX}"
+
+
+def predictor_config_map_name(name: str) -> str:
+    """The ConfigMap holding the rendered predictor configuration."""
+    return f"{check_pipeline_name(name)}{_PREDICTOR_CONFIG_SUFFIX}"
+
+
 def worker_host(name: str, namespace: str, index: int) -> str:
     """Worker `index`'s DNS name through the headless Service, without the cluster domain.
 
@@ -95,8 +108,18 @@ def common_labels(name: str) -> dict[str, str]:
         "app.kubernetes.io/name": "pulsetrain-worker",
         "app.kubernetes.io/instance": name,
         "app.kubernetes.io/managed-by": "pulsetrain-operator",
-        "app.kubernetes.io/component": "worker",
+        COMPONENT_LABEL: "worker",
     }
+
+
+def predictor_selector(name: str) -> dict[str, str]:
+    """What selects pipeline `name`'s predictor pods (the Deployment's immutable selector)."""
+    return {PIPELINE_LABEL: name, COMPONENT_LABEL: "predictor"}
+
+
+def predictor_labels(name: str) -> dict[str, str]:
+    """Labels of the predictor Deployment, its ConfigMap and its pods."""
+    return {**common_labels(name), "app.kubernetes.io/name": "pulsetrain-predictor", **predictor_selector(name)}
 
 
 def worker_labels(name: str, index: int, attempt: int) -> dict[str, str]:

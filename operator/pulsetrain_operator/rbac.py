@@ -1,9 +1,10 @@
 """The operator's RBAC rules, the one source for the Helm chart and (through it) the plain manifests.
 
 Why this exists: least privilege has to be written down once. The operator reads and updates
-pipelines and their status, runs the workers' pods, Services and ConfigMaps, and posts Events; Kopf
-itself lists CRDs and namespaces to discover what to watch. Workers get no API access at all (their
-pods do not even mount a token), so no per-pipeline Role is created. `make render` writes RULES and
+pipelines and their status, runs the workers' pods, Services and ConfigMaps and the predictors'
+Deployment, and posts Events; Kopf itself lists CRDs and namespaces to discover what to watch. Workers
+and predictors get no API access at all (their pods do not even mount a token), so no per-pipeline
+Role is created. `make render` writes RULES and
 DISCOVERY_RULES into the chart (`charts/pulsetrain/templates/_rbac_rules.tpl`), and `manifests/rbac/` is
 rendered from the chart.
 """
@@ -20,7 +21,8 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines/status"], "verbs": ["get", "patch", "update"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]

@@ -24,14 +24,16 @@ from typing import Any
 
 from pulsetrain.progress_doc import ProgressDocument
 from pulsetrain_operator import defaults
-from pulsetrain_operator.builders.config import storage_paths
+from pulsetrain_operator.builders.config import metrics_port, storage_paths
 from pulsetrain_operator.builders.configmap import worker_config_map
 from pulsetrain_operator.builders.pod import spec_hash, worker_pod
 from pulsetrain_operator.builders.service import worker_service
 from pulsetrain_operator.kube import Kube
 from pulsetrain_operator.lifecycle import Observation, Plan, decide
+from pulsetrain_operator.names import COMPONENT_LABEL, predictor_config_map_name, predictor_name
 from pulsetrain_operator.observed import WorkerPod
-from pulsetrain_operator.progress import read_progress
+from pulsetrain_operator.progress import read_predictor_progress, read_progress
+from pulsetrain_operator.serving import ServingPlan, plan_serving
 from pulsetrain_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ class Acted:
     pipeline: Mapping[str, Any] | None
     """None when the pipeline is gone (or being deleted)."""
     plan: Plan | None = None
+    status: Mapping[str, Any] = field(default_factory=dict)
+    """The status to write: the plan's, with `serving` as the serving plan has it."""
+    serving: bool = False
+    """Predictors run (or should): their figures are worth polling often."""
     writes: int = 0
     seconds: float = 0.0
 
@@ -61,6 +67,8 @@ class Outcome:
     """How long the reconcile itself took (not the waits for a free thread before its halves)."""
     pipeline: Mapping[str, Any] | None = field(default=None, repr=False)
     """The newest copy of the pipeline this reconcile saw (the status patch's answer when it wrote one)."""
+    serving: bool = False
+    """Predictors run (or should): the caller polls their figures as often as a running chief's."""
 
 
 def newest(known: Mapping[str, Any] | None, candidate: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -118,7 +126,56 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
                       progress=progress)
     plan = decide(obs)
     writes = write_children(kube, settings, tp, plan)
-    return Acted(pipeline=tp, plan=plan, writes=writes, seconds=time.monotonic() - started)
+    status = dict(plan.status)
+    serving = None
+    if spec.get("serving") or status.get("serving"):
+        serving = _serving(kube, settings, tp, listed, (status.get("model") or {}).get("version"))
+        writes += write_serving(kube, tp, serving)
+        if serving.status is None:
+            status.pop("serving", None)
+        else:
+            status["serving"] = serving.status
+    return Acted(pipeline=tp, plan=plan, status=status, serving=serving is not None and serving.active,
+                 writes=writes, seconds=time.monotonic() - started)
+
+
+def _ready_predictors(listed: list[dict[str, Any]]) -> list[str]:
+    """Pod IPs of the ready predictor pods among the pipeline's pods."""
+    ips = []
+    for pod in listed:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        status = pod.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        if labels.get(COMPONENT_LABEL) == "predictor" and ready and status.get("podIP"):
+            ips.append(str(status["podIP"]))
+    return ips
+
+
+def _serving(kube: Kube, settings: Settings, tp: Mapping[str, Any], listed: list[dict[str, Any]],
+             model_version: int | None) -> ServingPlan:
+    name, namespace = tp["metadata"]["name"], tp["metadata"]["namespace"]
+    deployment = kube.get_deployment(namespace, predictor_name(name))
+    port = metrics_port(tp)
+    found = [read_predictor_progress(ip, port, settings.progress_timeout_seconds) for ip in _ready_predictors(listed)]
+    return plan_serving(tp, settings, model_version, deployment, [p for p in found if p is not None])
+
+
+def write_serving(kube: Kube, tp: Mapping[str, Any], serving: ServingPlan) -> int:
+    """Carry out a serving plan; returns the number of API writes made."""
+    name, namespace = tp["metadata"]["name"], tp["metadata"]["namespace"]
+    context = {"pipeline": name, "namespace": namespace}
+    if serving.delete:
+        kube.delete_deployment(namespace, predictor_name(name))
+        kube.delete_config_map(namespace, predictor_config_map_name(name))
+        log.info("spec.serving removed: predictors deleted", extra=context)
+        return 2
+    if serving.update and serving.deployment is not None and serving.config_map is not None:
+        kube.ensure_config_map(namespace, serving.config_map)
+        kube.apply_deployment(namespace, serving.deployment)
+        log.info("predictor Deployment applied (%d replica(s))", serving.deployment["spec"]["replicas"],
+                 extra=context)
+        return 2
+    return 0
 
 
 def record(kube: Kube, acted: Acted) -> Outcome:
@@ -130,7 +187,7 @@ def record(kube: Kube, acted: Acted) -> Outcome:
     meta = tp["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     writes, latest = acted.writes, tp
-    patch = _status_changed(tp.get("status") or {}, plan.status)
+    patch = _status_changed(tp.get("status") or {}, acted.status)
     if patch:
         patched = kube.patch_status(namespace, name, patch)
         writes += 1
@@ -148,7 +205,7 @@ def record(kube: Kube, acted: Acted) -> Outcome:
         writes += 1
     return Outcome(exists=True, phase=plan.status.get("phase"), requeue_after=plan.requeue_after,
                    restarts=int(plan.status.get("restarts", 0)), writes=writes,
-                   seconds=acted.seconds + time.monotonic() - started, pipeline=latest)
+                   seconds=acted.seconds + time.monotonic() - started, pipeline=latest, serving=acted.serving)
 
 
 def write_children(kube: Kube, settings: Settings, tp: Mapping[str, Any], plan: Plan) -> int:

@@ -148,6 +148,10 @@ EVERY_OPTIONAL_FIELD = {
     "spec.runPolicy": {"backoffLimit": 5, "activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 600,
                        "cleanPodPolicy": "All", "suspend": False, "pendingTimeoutSeconds": 300,
                        "terminationGracePeriodSeconds": 90, "restartBackoffSeconds": 5},
+    "spec.serving": {"replicas": 2, "inputTopic": "digits-in", "outputTopic": "digits-out",
+                     "subscription": "answers", "subscriptionType": "KeyShared", "maxBatchSize": 128,
+                     "maxLatencyMs": 15, "modelVersion": 3, "deadLetterTopic": "digits-in-dlq",
+                     "modelPollSeconds": 2.5, "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
 }
 
 
@@ -221,6 +225,19 @@ INVALID = [
             "differ"),
     Invalid("name-too-long-for-pod-names", {"metadata.name": "d" * 54}, "metadata.name", "DNS label"),
     Invalid("unknown-field", {"spec.training.epochs": 3}, "spec.training.epochs", "unknown field"),
+    Invalid("serving-without-output-topic", {"spec.serving": {"inputTopic": "in"}}, "spec.serving.outputTopic",
+            "Required"),
+    Invalid("serving-answers-onto-its-input", {"spec.serving": {"inputTopic": "in", "outputTopic": "in"}},
+            "spec.serving.outputTopic", "differ"),
+    Invalid("serving-model-version-zero", {"spec.serving": {"inputTopic": "in", "outputTopic": "out",
+                                                            "modelVersion": 0}}, "spec.serving.modelVersion",
+            "'latest' or a version number"),
+    Invalid("serving-model-version-newest", {"spec.serving": {"inputTopic": "in", "outputTopic": "out",
+                                                              "modelVersion": "newest"}}, "spec.serving.modelVersion",
+            "'latest' or a version number"),
+    Invalid("serving-batch-too-large", {"spec.serving": {"inputTopic": "in", "outputTopic": "out",
+                                                         "maxBatchSize": 5000}}, "spec.serving.maxBatchSize",
+            "less than or equal to 4096"),
 ]
 
 

@@ -48,7 +48,8 @@ from pulsetrain_operator.names import (
 )
 from pulsetrain_operator.settings import Settings
 
-__all__ = ["CONTAINER_NAME", "RESERVED_ENV", "RUN_AS", "spec_hash", "worker_image", "worker_pod"]
+__all__ = ["CONTAINER_NAME", "RESERVED_ENV", "RUN_AS", "container_security_context", "pod_security_context",
+           "pod_volumes", "spec_hash", "worker_image", "worker_pod"]
 
 CONTAINER_NAME: Final = "worker"
 RUN_AS: Final = 1000
@@ -87,7 +88,7 @@ def worker_pod(tp: Mapping[str, Any], index: int, attempt: int, settings: Settin
 def _pod_spec(tp: Mapping[str, Any], index: int, settings: Settings) -> dict[str, Any]:
     name, _ = identity(tp)
     worker = spec_section(tp, "worker")
-    volumes = _volumes(tp)
+    volumes = pod_volumes(tp, config_map_name(name))
     spec: dict[str, Any] = {
         "hostname": pod_name(name, index),
         "subdomain": service_name(name),
@@ -96,13 +97,7 @@ def _pod_spec(tp: Mapping[str, Any], index: int, settings: Settings) -> dict[str
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": int(spec_section(tp, "runPolicy").get(
             "terminationGracePeriodSeconds", defaults.TERMINATION_GRACE_PERIOD_SECONDS)),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [_container(tp, index, settings, [mount for _, mount in volumes])],
         "volumes": [volume for volume, _ in volumes],
     }
@@ -122,7 +117,7 @@ def _container(tp: Mapping[str, Any], index: int, settings: Settings,
                  "--termination-log", defaults.TERMINATION_LOG],
         "terminationMessagePath": defaults.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": container_security_context(),
         "env": _env(tp, index),
         "ports": [
             {"name": COLLECTIVE_PORT_NAME, "containerPort": collective_port(tp), "protocol": "TCP"},
@@ -148,10 +143,21 @@ def _env(tp: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
     return ours + copy.deepcopy(list(spec_section(tp, "worker").get("env") or []))
 
 
-def _volumes(tp: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(volume, mount) pairs: config, storage, the configured Secrets, and a writable /tmp."""
-    name, _ = identity(tp)
-    pairs = [_pair("config", {"configMap": {"name": config_map_name(name)}}, defaults.CONFIG_DIR, read_only=True)]
+def pod_security_context() -> dict[str, Any]:
+    """Non-root, fixed IDs, the runtime's seccomp profile: what the `restricted` standard asks of a pod."""
+    return {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security_context() -> dict[str, Any]:
+    """No privilege escalation and no capabilities: what the `restricted` standard asks of a container."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def pod_volumes(tp: Mapping[str, Any], config_map: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(volume, mount) pairs: the ConfigMap `config_map` at the config directory, storage, the configured
+    Secrets, and a writable /tmp (for the workers, and for the predictors with their own ConfigMap)."""
+    pairs = [_pair("config", {"configMap": {"name": config_map}}, defaults.CONFIG_DIR, read_only=True)]
     storage = _storage_volume(tp)
     if storage is not None:
         pairs.append(storage)

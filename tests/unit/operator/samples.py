@@ -65,6 +65,10 @@ FULL_SPEC: dict[str, Any] = {
                   "terminationGracePeriodSeconds": 90, "restartBackoffSeconds": 5},
 }
 
+SERVING: dict[str, Any] = {"replicas": 2, "inputTopic": "digits-in", "outputTopic": "digits-out",
+                           "maxBatchSize": 32, "maxLatencyMs": 10, "modelVersion": "latest",
+                           "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}
+
 CONTINUOUS_TRAINING: dict[str, Any] = {"workers": 2, "mode": "continuous", "exportEverySteps": 1000,
                                        "exportEverySeconds": 600}
 
@@ -103,6 +107,11 @@ def continuous() -> dict[str, Any]:
     return edited(minimal(), lambda spec: spec.update(training=copy.deepcopy(CONTINUOUS_TRAINING)))
 
 
+def serving() -> dict[str, Any]:
+    """The minimal pipeline with predictors."""
+    return edited(minimal(), lambda spec: spec.update(serving=copy.deepcopy(SERVING)))
+
+
 def token() -> dict[str, Any]:
     """Token authentication, key given."""
     return edited(minimal(), lambda spec: spec["source"]["pulsar"].update(authentication=copy.deepcopy(TOKEN_AUTH)))
@@ -117,5 +126,5 @@ def tls() -> dict[str, Any]:
 
 
 ALL: dict[str, Callable[[], dict[str, Any]]] = {
-    "minimal": minimal, "full": full, "continuous": continuous, "token": token, "tls": tls,
+    "minimal": minimal, "full": full, "continuous": continuous, "token": token, "tls": tls, "serving": serving,
 }

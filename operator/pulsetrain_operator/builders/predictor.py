@@ -1,0 +1,131 @@
+"""The predictors of `spec.serving`: a ConfigMap `{name}-predictor-config` and a Deployment `{name}-predictor`.
+
+Why this exists: serving is not part of the training gang. Predictors are independent replicas on one
+Shared subscription, so a Deployment (restart one pod, roll on change) fits them where bare pods fit
+the gang. They read the worker configuration the trainers read (same broker, same schema, same
+storage, so the same export directory) plus its `serving` section, from their own ConfigMap: a change
+of `spec.serving` then rolls the predictors without touching the trainers' ConfigMap or their spec hash.
+The pod template carries a hash of that configuration, so a changed configuration rolls the pods.
+Predictor pods share the workers' image, scheduling fields (`spec.worker`), Secrets, storage and the
+`restricted` security context; their resources come from `spec.serving.resources`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pulsetrain_operator import defaults
+from pulsetrain_operator.builders.config import identity, metrics_port, spec_section, worker_config
+from pulsetrain_operator.builders.pod import (
+    container_security_context,
+    pod_security_context,
+    pod_volumes,
+    worker_image,
+)
+from pulsetrain_operator.builders.service import METRICS_PORT_NAME
+from pulsetrain_operator.names import (
+    child_metadata,
+    predictor_config_map_name,
+    predictor_labels,
+    predictor_name,
+    predictor_selector,
+)
+from pulsetrain_operator.settings import Settings
+
+CONTAINER_NAME: Final = "predictor"
+CONFIG_HASH_ANNOTATION: Final = "pulsetrain.dev/config-hash"
+_NOT_FOR_THE_PREDICTOR: Final = ("replicas", "resources")
+"""`spec.serving` fields the operator applies itself (to the Deployment), not the predictor process."""
+_SCHEDULING: Final = ("serviceAccountName", "nodeSelector", "tolerations", "affinity")
+
+
+def serving_spec(tp: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """`spec.serving`, or None when the pipeline serves nothing."""
+    serving = (tp.get("spec") or {}).get("serving")
+    return serving if serving else None
+
+
+def replicas(tp: Mapping[str, Any]) -> int:
+    return int(spec_section(tp, "serving").get("replicas", defaults.SERVING_REPLICAS))
+
+
+def predictor_config(tp: Mapping[str, Any]) -> dict[str, Any]:
+    """The worker configuration plus its `serving` section: what `python -m pulsetrain.predictor` reads."""
+    serving = spec_section(tp, "serving")
+    doc = worker_config(tp)
+    doc["serving"] = {k: copy.deepcopy(v) for k, v in serving.items() if k not in _NOT_FOR_THE_PREDICTOR}
+    return doc
+
+
+def _config_text(tp: Mapping[str, Any]) -> str:
+    return json.dumps(predictor_config(tp), indent=2, sort_keys=True)
+
+
+def predictor_config_map(tp: Mapping[str, Any]) -> dict[str, Any]:
+    name, _ = identity(tp)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(tp, predictor_config_map_name(name), predictor_labels(name)),
+        "data": {defaults.PREDICTOR_CONFIG_KEY: _config_text(tp)},
+    }
+
+
+def config_hash(tp: Mapping[str, Any], settings: Settings) -> str:
+    """A short sha256 of the predictor configuration and the pod template's inputs: changes roll the pods."""
+    shape = {"config": predictor_config(tp), "image": worker_image(tp, settings),
+             "worker": dict(spec_section(tp, "worker")), "resources": spec_section(tp, "serving").get("resources")}
+    return hashlib.sha256(json.dumps(shape, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def predictor_deployment(tp: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The Deployment of pipeline `tp`'s predictors."""
+    name, namespace = identity(tp)
+    worker = spec_section(tp, "worker")
+    serving = spec_section(tp, "serving")
+    volumes = pod_volumes(tp, predictor_config_map_name(name))
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": worker_image(tp, settings),
+        "imagePullPolicy": worker.get("imagePullPolicy") or defaults.IMAGE_PULL_POLICY,
+        "command": list(defaults.PREDICTOR_COMMAND),
+        "args": ["--config", f"{defaults.CONFIG_DIR}/{defaults.PREDICTOR_CONFIG_KEY}"],
+        "securityContext": container_security_context(),
+        "env": [{"name": "PULSETRAIN_PIPELINE", "value": name}, {"name": "PULSETRAIN_NAMESPACE", "value": namespace},
+                {"name": "PYTHONUNBUFFERED", "value": "1"}, *copy.deepcopy(list(worker.get("env") or []))],
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": metrics_port(tp), "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": METRICS_PORT_NAME}, "periodSeconds": 5,
+                           "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": METRICS_PORT_NAME}, "periodSeconds": 10,
+                          "failureThreshold": 6},
+        "volumeMounts": [mount for _, mount in volumes],
+    }
+    if serving.get("resources"):
+        container["resources"] = copy.deepcopy(serving["resources"])
+    pod_spec: dict[str, Any] = {
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [volume for volume, _ in volumes],
+    }
+    pod_spec.update({key: copy.deepcopy(worker[key]) for key in _SCHEDULING if worker.get(key)})
+    labels = predictor_labels(name)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(tp, predictor_name(name), labels),
+        "spec": {
+            "replicas": replicas(tp),
+            "selector": {"matchLabels": predictor_selector(name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: config_hash(tp, settings)}},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,94 @@
+"""What the serving stage of one pipeline should look like: a pure decision, like `lifecycle` for training.
+
+Why this exists: the predictors follow the trained model, not the gang. The rule is one line, and it
+covers both modes: a pipeline with `spec.serving` gets its predictor Deployment once `status.model`
+names a first exported version (a bounded pipeline exports when training has succeeded; a continuous
+one at its first periodic export), and keeps it while `spec.serving` is there, whatever training does
+next (a gang restart does not stop the answers). Removing `spec.serving` removes the predictors.
+`status.serving` sums the ready predictors' own progress documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pulsetrain.predict_progress import PredictorProgress
+from pulsetrain_operator.builders.predictor import (
+    CONFIG_HASH_ANNOTATION,
+    predictor_config_map,
+    predictor_deployment,
+    replicas,
+    serving_spec,
+)
+from pulsetrain_operator.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """Desired predictor objects (None: there should be none) and the `status.serving` to report."""
+
+    deployment: dict[str, Any] | None
+    config_map: dict[str, Any] | None
+    update: bool
+    """The Deployment is missing or differs from the desired one: write the ConfigMap, then the Deployment."""
+    delete: bool
+    """A Deployment exists that should not."""
+    status: dict[str, Any] | None
+    """`status.serving`; None removes it."""
+
+    @property
+    def active(self) -> bool:
+        """Predictors run (or should): their figures are worth polling often."""
+        return self.deployment is not None
+
+
+def _differs(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    def shape(deployment: Mapping[str, Any]) -> tuple[Any, Any]:
+        spec = deployment.get("spec") or {}
+        annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+        return spec.get("replicas"), annotations.get(CONFIG_HASH_ANNOTATION)
+
+    return shape(existing) != shape(desired)
+
+
+def serving_status(desired_replicas: int, deployment: Mapping[str, Any] | None,
+                   progress: Sequence[PredictorProgress], model_version: int | None) -> dict[str, Any]:
+    """`status.serving` from the Deployment's status and the ready predictors' progress documents."""
+    ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+    served = [p.model_version for p in progress if p.model_version is not None]
+    status: dict[str, Any] = {
+        "replicas": desired_replicas,
+        "readyReplicas": ready,
+        "predictions": sum(p.predictions for p in progress),
+        "predictionsPerSecond": round(sum(p.predictions_per_second for p in progress), 3),
+        "deadLettered": sum(p.dead_lettered.total for p in progress),
+    }
+    if served:
+        status["modelVersion"] = min(served)
+    if model_version is None:
+        status["message"] = "waiting for a first exported model version"
+    elif desired_replicas == 0:
+        status["message"] = "serving.replicas is 0"
+    elif served:
+        status["message"] = f"serving model version {min(served)} on {ready}/{desired_replicas} predictor(s)"
+    else:
+        status["message"] = f"starting predictors ({ready}/{desired_replicas} ready)"
+    return status
+
+
+def plan_serving(tp: Mapping[str, Any], settings: Settings, model_version: int | None,
+                 deployment: Mapping[str, Any] | None, progress: Sequence[PredictorProgress]) -> ServingPlan:
+    """The plan for pipeline `tp`'s predictors, given the newest model version, their Deployment as it is
+    (None: absent) and the ready predictors' progress documents."""
+    if serving_spec(tp) is None:
+        return ServingPlan(deployment=None, config_map=None, update=False, delete=deployment is not None,
+                           status=None)
+    if model_version is None:
+        return ServingPlan(deployment=None, config_map=None, update=False, delete=False,
+                           status=serving_status(0, deployment, progress, None))
+    desired = predictor_deployment(tp, settings)
+    return ServingPlan(deployment=desired, config_map=predictor_config_map(tp),
+                       update=deployment is None or _differs(deployment, desired), delete=False,
+                       status=serving_status(replicas(tp), deployment, progress, model_version))
