@@ -2,8 +2,10 @@
 
 Integration and e2e tests ask for `testbed`; the first one starts the project's own test bed unless
 one is already running (`python -m tests.cluster up`, then left running) or `KUBECONFIG` points at a
-cluster, say a kind cluster, which is then used as it is (Pulsar URLs from `PULSETRAIN_PULSAR_URL` and
-`PULSETRAIN_PULSAR_ADMIN_URL`).
+cluster, say a kind cluster, which is then used as it is. There the tests reach Pulsar at
+`PULSETRAIN_PULSAR_SERVICE_URL` (or `PULSETRAIN_PULSAR_URL`) and `PULSETRAIN_PULSAR_ADMIN_URL`, and pods at
+`PULSETRAIN_PULSAR_POD_SERVICE_URL` and `PULSETRAIN_PULSAR_POD_ADMIN_URL` (default: the same URLs; on kind the
+tests go through a port-forward, the pods through the in-cluster Service, see tests/e2e/kind/run.sh).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Cluster:
     pulsar_admin_url: str
     host_ip: str | None  # the pod network's host address on the project's test bed, None elsewhere
     state: Path | None
+    pulsar_pod_service_url: str = ""  # how pods reach Pulsar, where it differs from pulsar_service_url
+    pulsar_pod_admin_url: str = ""
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster; raises with stderr when `check` and it fails."""
@@ -56,14 +60,17 @@ def _external() -> Cluster | None:
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig or os.environ.get("PULSETRAIN_OWN_TESTBED") == "1":
         return None
+    env = os.environ.get
     return Cluster(
         kubeconfig=kubeconfig,
         kubectl_bin=shutil.which("kubectl") or "kubectl",
         helm_bin=shutil.which("helm") or "helm",
-        pulsar_service_url=os.environ.get("PULSETRAIN_PULSAR_URL", ""),
-        pulsar_admin_url=os.environ.get("PULSETRAIN_PULSAR_ADMIN_URL", ""),
+        pulsar_service_url=env("PULSETRAIN_PULSAR_SERVICE_URL") or env("PULSETRAIN_PULSAR_URL", ""),
+        pulsar_admin_url=env("PULSETRAIN_PULSAR_ADMIN_URL", ""),
         host_ip=None,
         state=None,
+        pulsar_pod_service_url=env("PULSETRAIN_PULSAR_POD_SERVICE_URL", ""),
+        pulsar_pod_admin_url=env("PULSETRAIN_PULSAR_POD_ADMIN_URL", ""),
     )
 
 
@@ -102,14 +109,25 @@ def namespace(testbed_cluster: Cluster, request: pytest.FixtureRequest) -> Itera
 @dataclass(frozen=True)
 class PulsarURLs:
     service_url: str
+    """How the test process reaches the broker."""
     admin_url: str
+    pod_service_url: str = ""
+    """How pods reach the broker (what goes into a pipeline's spec); empty: the same as `service_url`."""
+    pod_admin_url: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pod_service_url", self.pod_service_url or self.service_url)
+        object.__setattr__(self, "pod_admin_url", self.pod_admin_url or self.admin_url)
 
 
 @pytest.fixture(scope="session")
 def pulsar_broker(testbed_cluster: Cluster) -> PulsarURLs:
     if not testbed_cluster.pulsar_service_url:
-        pytest.fail("no Pulsar: set PULSETRAIN_PULSAR_URL and PULSETRAIN_PULSAR_ADMIN_URL for an external cluster")
-    return PulsarURLs(testbed_cluster.pulsar_service_url, testbed_cluster.pulsar_admin_url)
+        pytest.fail("no Pulsar: set PULSETRAIN_PULSAR_SERVICE_URL and PULSETRAIN_PULSAR_ADMIN_URL for an external "
+                    "cluster (and PULSETRAIN_PULSAR_POD_SERVICE_URL, PULSETRAIN_PULSAR_POD_ADMIN_URL where pods "
+                    "reach it at other addresses)")
+    return PulsarURLs(testbed_cluster.pulsar_service_url, testbed_cluster.pulsar_admin_url,
+                      testbed_cluster.pulsar_pod_service_url, testbed_cluster.pulsar_pod_admin_url)
 
 
 @pytest.fixture
