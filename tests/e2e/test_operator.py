@@ -20,7 +20,7 @@ import pytest
 
 from pulsetrain.source import digest
 from tests.conftest import Cluster, PulsarURLs
-from tests.e2e.operator_harness import OperatorProcess, install_crd, operator_kubeconfig, pid_of_worker
+from tests.e2e.operator_harness import OperatorProcess, install_crd, kill_worker, operator_kubeconfig
 from tests.integration.test_trainer import digits_payloads, publish
 from tests.support import get_json, logs, wait_until
 
@@ -54,7 +54,8 @@ def pipeline(name: str, broker: PulsarURLs, topic: str, *, workers: int = 2, mod
     return {
         "apiVersion": "pulsetrain.dev/v1alpha1", "kind": "TrainingPipeline", "metadata": {"name": name},
         "spec": {
-            "source": {"pulsar": {"serviceUrl": broker.service_url, "adminUrl": broker.admin_url, "topic": topic}},
+            "source": {"pulsar": {"serviceUrl": broker.pod_service_url, "adminUrl": broker.pod_admin_url,
+                                  "topic": topic}},
             "data": {"format": "raw", "features": [{"name": "pixels", "dtype": "float32", "shape": [64]}],
                      "label": {"name": "digit", "dtype": "int64", "shape": []}},
             "model": {"task": "classification", "builtin": "mlp", "numClasses": 10, "learningRate": 0.01,
@@ -146,7 +147,7 @@ def test_killed_worker_restarts_the_gang_and_trains_every_message_once(
     wait_until(lambda: status(testbed_cluster, ml_namespace, "crash").get("progress", {})
                .get("lastCheckpointStep", 0) >= 10, 180, "a first checkpoint", interval=0.5)
 
-    os.kill(pid_of_worker("crash", 1), signal.SIGKILL)
+    kill_worker(testbed_cluster, ml_namespace, "crash", 1)
     wait_until(lambda: "WorkerFailed" in events(testbed_cluster, ml_namespace, "crash"), 60,
                "a WorkerFailed event", interval=1)
     done = wait_phase(testbed_cluster, operator, ml_namespace, "crash", "Succeeded", 360)
