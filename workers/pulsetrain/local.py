@@ -1,9 +1,9 @@
 """Run a gang of workers as local processes: the engine of `pulsetrain run` and of the trainer tests.
 
-Each worker gets TF_CONFIG with `127.0.0.1:{base_port + i}` addresses (different ports, because the
-collective server binds 0.0.0.0 and these processes share one network namespace), its own metrics
-port and the same configuration file. Stopping sends SIGTERM, waits, then SIGKILLs, as a kubelet
-would.
+Each worker gets TF_CONFIG with `127.0.0.1:{port}` addresses (`base_port + i`, or the given free
+ports: different ones, because the collective server binds 0.0.0.0 and these processes share one
+network namespace), its own metrics port and the same configuration file. Stopping sends SIGTERM,
+waits, then SIGKILLs, as a kubelet would.
 """
 
 from __future__ import annotations
@@ -28,14 +28,24 @@ class LocalGang:
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "pulsetrain.worker"])
     """The worker program; `--config FILE` (and `--summary FILE`, `--termination-log FILE`) are appended."""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ports: list[int] | None = None
+    """Collective ports, one per worker (`pulsetrain run` picks free ones); default `base_port + i`."""
+    metrics_ports: list[int] | None = None
+    """HTTP ports (/metrics, /progress), one per worker; default `metrics_base_port + i`."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Added to every worker's environment (`spec.worker.env` of a pipeline run locally)."""
 
     def addresses(self) -> list[str]:
-        return [f"127.0.0.1:{self.base_port + i}" for i in range(self.workers)]
+        ports = self.ports or [self.base_port + i for i in range(self.workers)]
+        return [f"127.0.0.1:{port}" for port in ports[: self.workers]]
+
+    def metrics_port(self, index: int) -> int:
+        return self.metrics_ports[index] if self.metrics_ports else self.metrics_base_port + index
 
     def env(self, index: int) -> dict[str, str]:
         tf_config = {"cluster": {"worker": self.addresses()}, "task": {"type": "worker", "index": index}}
-        env = dict(os.environ)
-        env.update(TF_CONFIG=json.dumps(tf_config), PULSETRAIN_METRICS_PORT=str(self.metrics_base_port + index),
+        env = {**os.environ, **self.extra_env}
+        env.update(TF_CONFIG=json.dumps(tf_config), PULSETRAIN_METRICS_PORT=str(self.metrics_port(index)),
                    TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         return env
 
