@@ -25,11 +25,12 @@ help: ## Show this help
 venv: ## Create the cached Python environment (keyed by pyproject.toml)
 	@$(PYTHON) hack/venv.py >/dev/null
 
+DEMO_DIR ?= .pulsetrain/digits
 demo: venv ## Digits end to end on one machine, no cluster: embedded broker, train, held-out accuracy (~1 min)
-	@rm -rf .pulsetrain/digits
-	$(VENV)/bin/pulsetrain produce --pipeline examples/digits.yaml --dataset digits --split train --repeat 4 --no-progress
-	$(VENV)/bin/pulsetrain run examples/digits.yaml
-	$(PY) examples/evaluate_digits.py .pulsetrain/digits/export --min-accuracy 0.95
+	@rm -rf $(DEMO_DIR)
+	$(VENV)/bin/pulsetrain produce --pipeline examples/digits.yaml --state-dir $(DEMO_DIR) --dataset digits --split train --repeat 4 --no-progress
+	$(VENV)/bin/pulsetrain run examples/digits.yaml --state-dir $(DEMO_DIR)
+	$(PY) examples/evaluate_digits.py $(DEMO_DIR)/export --min-accuracy 0.95
 
 tools: venv ## Build/download the test bed's tools into ~/.cache/pulsetrain (cached)
 	@$(PY) -m tests.cluster install
