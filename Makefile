@@ -30,7 +30,7 @@ demo: venv ## Digits end to end on one machine, no cluster: embedded broker, tra
 	@rm -rf $(DEMO_DIR)
 	$(VENV)/bin/pulsetrain produce --pipeline examples/digits.yaml --state-dir $(DEMO_DIR) --dataset digits --split train --repeat 4 --no-progress
 	$(VENV)/bin/pulsetrain run examples/digits.yaml --state-dir $(DEMO_DIR)
-	$(PY) examples/evaluate_digits.py $(DEMO_DIR)/export --min-accuracy 0.95
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/evaluate_digits.py $(DEMO_DIR)/export --min-accuracy 0.95
 
 tools: venv ## Build/download the test bed's tools into ~/.cache/pulsetrain (cached)
 	@$(PY) -m tests.cluster install

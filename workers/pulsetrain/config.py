@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Literal, cast
 
-from pulsetrain._fields import ConfigError, Problems, Section, pattern_check
+from pulsetrain._fields import ConfigError, Problems, Section, describe, pattern_check
 from pulsetrain.config_model import (
     DTYPES,
     CsvConfig,
@@ -32,6 +32,7 @@ from pulsetrain.config_model import (
     PipelineConfig,
     PulsarConfig,
     Secret,
+    ServingConfig,
     SourceConfig,
     StorageConfig,
     Task,
@@ -44,7 +45,7 @@ from pulsetrain.tfconfig import TFConfig, tf_config_from_env
 
 __all__ = [
     "ConfigError", "CsvConfig", "DataConfig", "FieldSpec", "MlpConfig", "ModelConfig", "NormalizationConfig",
-    "ObservabilityConfig", "PipelineConfig", "PulsarConfig", "Secret", "SourceConfig", "StorageConfig",
+    "ObservabilityConfig", "PipelineConfig", "PulsarConfig", "Secret", "ServingConfig", "SourceConfig", "StorageConfig",
     "TFConfig", "TlsAuth", "TokenAuth", "TrainingConfig", "WorkerConfig", "load_config", "load_config_file",
     "tf_config_from_env",
 ]
@@ -92,15 +93,18 @@ def load_config(doc: Mapping[str, object]) -> WorkerConfig:
     """Check a parsed JSON worker configuration and build the `WorkerConfig`; `ConfigError` lists every problem."""
     problems = Problems()
     root = Section(doc, "", problems)
+    pipeline = _pipeline(root.section("pipeline"))
     config = WorkerConfig(
-        pipeline=_pipeline(root.section("pipeline")),
+        pipeline=pipeline,
         source=_source(root.section("source", required=True)),
         data=_data(root.section("data", required=True)),
         model=_model(root.section("model", required=True)),
         training=_training(root.section("training")),
         storage=_storage(root.section("storage", required=True)),
         observability=_observability(root.section("observability")),
+        serving=_serving(root.section("serving"), pipeline.name) if root.has("serving") else None,
     )
+    root.raw("serving")
     root.done()
     pulsar = config.source.pulsar
     if pulsar.batch_receive_max_messages == _FROM_BATCH_SIZE:
@@ -330,8 +334,65 @@ def _observability(sec: Section) -> ObservabilityConfig:
     return config
 
 
+def _serving(sec: Section, pipeline: str) -> ServingConfig:
+    version = _model_version(sec)
+    config = ServingConfig(
+        input_topic=sec.text("inputTopic", check=_TOPIC),
+        output_topic=sec.text("outputTopic", check=_TOPIC),
+        subscription=sec.text("subscription", f"{pipeline}-predictor", check=_SUBSCRIPTION),
+        subscription_type=cast("Literal['Shared', 'KeyShared']",
+                               sec.text("subscriptionType", "Shared", choices=("Shared", "KeyShared"))),
+        max_batch_size=sec.integer("maxBatchSize", 64, ge=1, le=4096),
+        max_latency_ms=sec.integer("maxLatencyMs", 20, ge=1, le=10_000),
+        model_version=version,
+        dead_letter_topic=sec.opt_text("deadLetterTopic", check=_TOPIC),
+        model_poll_seconds=sec.number("modelPollSeconds", 5.0, ge=0.1, le=3600.0),
+    )
+    sec.done()
+    return config
+
+
+def _model_version(sec: Section) -> int | Literal["latest"]:
+    """`serving.modelVersion`: the string `latest` or a positive integer."""
+    value = sec.raw("modelVersion")
+    if value is None or value == "latest":
+        return "latest"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    sec.error("modelVersion", f"{describe(value)} is neither 'latest' nor a positive integer (a version number "
+                              "under storage.exportDir)")
+    return "latest"
+
+
+def full_topic(name: str) -> str:
+    """A topic's full name: `digits` and `public/default/digits` are `persistent://public/default/digits`."""
+    if "://" in name:
+        return name
+    return f"persistent://{name}" if "/" in name else f"persistent://public/default/{name}"
+
+
+def _serving_checks(config: WorkerConfig, problems: Problems) -> None:
+    """Topics the predictor reads and writes must differ, or answers would loop back as inputs or training data."""
+    serving = config.serving
+    if serving is None or not problems.clean("serving", "source.pulsar.topic"):
+        return
+    named = {"serving.inputTopic": serving.input_topic, "source.pulsar.topic": config.source.pulsar.topic}
+    for path, topic, why in (
+            ("serving.outputTopic", serving.output_topic, "answers would be read back"),
+            ("serving.deadLetterTopic", serving.dead_letter_topic, "rejected inputs would be read back")):
+        for other_path, other in named.items():
+            if topic is not None and full_topic(topic) == full_topic(other):
+                what = "as inputs" if other_path == "serving.inputTopic" else "as training data"
+                problems.add(path, f"{topic!r} is also {other_path}; {why} {what}; use another topic")
+    if serving.dead_letter_topic is not None and full_topic(serving.dead_letter_topic) == full_topic(
+            serving.output_topic):
+        problems.add("serving.deadLetterTopic", f"{serving.dead_letter_topic!r} is also serving.outputTopic; "
+                                                "use another topic")
+
+
 def _cross_checks(config: WorkerConfig, problems: Problems) -> None:
     """Rules between sections, checked only where the fields involved are valid on their own."""
+    _serving_checks(config, problems)
     model, label = config.model, config.data.label
     if not problems.clean("model.task", "data.label"):
         return

@@ -297,6 +297,45 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServingConfig:
+    """`serving`: the streaming predictor (`python -m pulsetrain.predictor`), Pulsar in, Pulsar out.
+
+    It connects like the trainer (`source.pulsar.serviceUrl`, `authentication`, TLS), decodes inputs with
+    `data` (the label may be left out, and is ignored when present), and serves the SavedModel versions under
+    `storage.exportDir`. A new subscription starts at the earliest message the input topic still holds.
+    """
+
+    input_topic: str
+    """`inputTopic` (required): the topic whose messages are predicted, in the `data` format."""
+    output_topic: str
+    """`outputTopic` (required): where one JSON answer per input goes (prediction and model version)."""
+    subscription: str
+    """`subscription`: the subscription all predictor replicas share. Default `{pipeline.name}-predictor`."""
+    subscription_type: Literal["Shared", "KeyShared"] = "Shared"
+    """`subscriptionType`: `Shared` (default) or `KeyShared` (answers in order per key)."""
+    max_batch_size: int = 64
+    """`maxBatchSize`: most inputs predicted in one call of the model, 1..4096. Default 64."""
+    max_latency_ms: int = 20
+    """`maxLatencyMs`: longest wait for a batch to fill after its first input arrived, 1..10000 ms. Default 20."""
+    model_version: int | Literal["latest"] = "latest"
+    """`modelVersion`: `latest` (default: the newest version, swapped in as new ones appear) or a version number."""
+    dead_letter_topic: str | None = None
+    """`deadLetterTopic`: where undecodable inputs go, with the reason. Default `{inputTopic}-{subscription}-DLQ`."""
+    model_poll_seconds: float = 5.0
+    """`modelPollSeconds`: how often `storage.exportDir` is checked for a new version, 0.1..3600 s. Default 5."""
+
+    @property
+    def pinned_version(self) -> int | None:
+        """The version number when `modelVersion` pins one, None for `latest`."""
+        return None if self.model_version == "latest" else self.model_version
+
+    @property
+    def dlq_topic(self) -> str:
+        """The dead-letter topic actually used."""
+        return self.dead_letter_topic or f"{self.input_topic}-{self.subscription}-DLQ"
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
     """The whole worker configuration: one JSON document, one of these."""
 
@@ -307,3 +346,5 @@ class WorkerConfig:
     training: TrainingConfig
     storage: StorageConfig
     observability: ObservabilityConfig
+    serving: ServingConfig | None = None
+    """`serving`: the streaming predictor's settings; none by default (no predictor)."""

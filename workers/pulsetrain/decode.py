@@ -34,7 +34,7 @@ class DecodedBatch:
     features: dict[str, npt.NDArray[Any]]
     """Each feature as an array `[n, *shape]` of its declared dtype, C-contiguous."""
     labels: npt.NDArray[Any]
-    """The labels, `[n, *label_shape]` of the label's declared dtype."""
+    """The labels, `[n, *label_shape]` of the label's declared dtype; empty (`[0]`) from a features-only decoder."""
     valid_index: npt.NDArray[np.int64]
     """For each decoded row, its index in the payload list given to `decode` (ascending)."""
     rejects: list[tuple[int, str]]
@@ -50,10 +50,18 @@ class Decoder:
     Not thread-safe: it reuses a scratch buffer between calls (use one Decoder per thread).
     """
 
-    def __init__(self, data: DataConfig, *, num_classes: int | None = None, binary: bool = False) -> None:
-        """`num_classes`: labels must lie in 0..num_classes-1; `binary`: labels must be 0 or 1."""
+    def __init__(self, data: DataConfig, *, num_classes: int | None = None, binary: bool = False,
+                 features_only: bool = False) -> None:
+        """`num_classes`: labels must lie in 0..num_classes-1; `binary`: labels must be 0 or 1.
+
+        `features_only` (the predictor's inputs): a payload may carry the label or leave it out; a label that
+        is there is dropped unchecked (raw bytes and CSV columns after the features; JSON keys and Example
+        features of that name are ignored).
+        """
         self.data = data
-        self.layout = RecordLayout(data)
+        self.layout = RecordLayout(data, with_label=not features_only)
+        self.full = RecordLayout(data)
+        self.features_only = features_only
         self.num_classes = num_classes
         self.binary = binary
         self._scratch = bytearray()  # reused by raw decoding; so one Decoder serves one thread at a time
@@ -69,6 +77,8 @@ class Decoder:
         """Decode `payloads`; never raises for bad input: each bad payload becomes a reject with a reason."""
         reasons: Reasons = {}
         fmt = self.data.format
+        if self.features_only and fmt in ("raw", "csv"):
+            payloads = self._without_labels(payloads)
         if fmt == "raw":
             if len(self._scratch) < len(payloads) * self.layout.record_bytes:
                 self._scratch = bytearray(len(payloads) * self.layout.record_bytes)
@@ -79,14 +89,36 @@ class Decoder:
             parsed = parse_csv(payloads, self.layout, self.data.csv.delimiter, reasons)
         else:
             parsed = parse_tfexample(payloads, self.layout, reasons)
+        if self.features_only and fmt == "raw":
+            for index, reason in reasons.items():
+                if reason.startswith("raw:"):
+                    reasons[index] = (f"raw: payload is {len(payloads[index])} bytes, expected "
+                                      f"{self.layout.record_bytes} (features) or {self.full.record_bytes} "
+                                      "(features and label)")
         return self._assemble(parsed, reasons)
+
+    def _without_labels(self, payloads: Sequence[bytes]) -> Sequence[bytes]:
+        """Raw records and CSV lines that carry the label, cut down to their features."""
+        if self.data.format == "raw":
+            full, size = self.full.record_bytes, self.layout.record_bytes
+            if all(len(p) != full for p in payloads):
+                return payloads
+            return [p[:size] if len(p) == full else p for p in payloads]
+        delimiter = self.data.csv.delimiter.encode("utf-8")
+        label_columns, out = self.layout.label.size, []
+        for payload in payloads:
+            line = bytes(payload).rstrip(b"\r\n")
+            if line.count(delimiter) + 1 == self.full.columns:
+                payload = line.rsplit(delimiter, label_columns)[0]
+            out.append(payload)
+        return out
 
     def _assemble(self, parsed: Parsed, reasons: Reasons) -> DecodedBatch:
         index, values = parsed
         for field, array in zip(self.layout.fields, values, strict=True):
             for row, reason in value_problems(field, array):
                 reasons.setdefault(int(index[row]), reason)
-        for row, reason in self._label_problems(values[-1]):
+        for row, reason in [] if self.features_only else self._label_problems(values[-1]):
             reasons.setdefault(int(index[row]), reason)
         keep: npt.NDArray[np.bool_] | None = None
         if reasons:
@@ -98,7 +130,8 @@ class Decoder:
                   for f, v in zip(self.layout.fields, values, strict=True)]
         return DecodedBatch(
             features={f.name: a for f, a in zip(self.layout.features, arrays, strict=False)},
-            labels=arrays[-1], valid_index=index.astype(np.int64, copy=False),
+            labels=np.zeros((0,), self.layout.label.dtype) if self.features_only else arrays[-1],
+            valid_index=index.astype(np.int64, copy=False),
             rejects=sorted(reasons.items()),
         )
 

@@ -4,18 +4,20 @@ Why this exists: the operator reads the chief's progress document and Prometheus
 neither with API access to the worker; the kubelet probes `/healthz` and `/readyz`. It runs on the
 standard library's threading server in a daemon thread, so a slow scrape never blocks training and
 a hung scrape never keeps the process alive at exit. Readiness is false while the worker is starting
-or has failed, so Service endpoints and `kubectl get` show which workers are really up.
+or has failed, so Service endpoints and `kubectl get` show which workers are really up. The predictor
+(`pulsetrain.predictor`) serves its own telemetry through the same endpoint, with its own not-ready states.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Set
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Protocol
 
 from pulsetrain.progress_doc import State
-from pulsetrain.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,30 @@ ENDPOINTS = {
 }
 
 
+class Snapshot(Protocol):
+    """A progress document: the training worker's `ProgressDocument` or the predictor's `PredictorProgress`."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+    def to_json(self) -> str: ...
+
+
+class Reporter(Protocol):
+    """What the endpoint reads: the worker's `Telemetry` or the predictor's `PredictorTelemetry`."""
+
+    def prometheus_text(self) -> str: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    telemetry: Telemetry
+    telemetry: Reporter
+    not_ready: Set[str]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -62,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/readyz":
                 doc = telemetry.snapshot()
                 detail = f"{doc.state}: {doc.message}" if doc.message else doc.state
-                if doc.state in NOT_READY:
+                if doc.state in self.server.not_ready:
                     self._reply(503, text, f"not ready ({detail})\n", head_only)
                 else:
                     self._reply(200, text, f"ready ({detail})\n", head_only)
@@ -86,9 +109,10 @@ class _Handler(BaseHTTPRequestHandler):
 class TelemetryServer:
     """A running endpoint; `port` is the bound port (useful with port 0). Close it, or use `with`."""
 
-    def __init__(self, telemetry: Telemetry, host: str, port: int) -> None:
+    def __init__(self, telemetry: Reporter, host: str, port: int, not_ready: Set[str] = NOT_READY) -> None:
         self._server = _Server((host, port), _Handler)
         self._server.telemetry = telemetry
+        self._server.not_ready = not_ready
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -118,8 +142,10 @@ class TelemetryServer:
         self.close()
 
 
-def serve(telemetry: Telemetry, host: str = "0.0.0.0", port: int = 9100) -> TelemetryServer:
-    """Start serving `telemetry` on `host:port` in a daemon thread (port 0: any free port)."""
-    server = TelemetryServer(telemetry, host, port)
+def serve(telemetry: Reporter, host: str = "0.0.0.0", port: int = 9100,
+          not_ready: Set[str] = NOT_READY) -> TelemetryServer:
+    """Start serving `telemetry` on `host:port` in a daemon thread (port 0: any free port); `/readyz` answers
+    503 while the snapshot's state is in `not_ready`."""
+    server = TelemetryServer(telemetry, host, port, not_ready)
     log.info("serving /metrics and /progress on %s:%d", host, server.port)
     return server

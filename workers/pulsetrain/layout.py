@@ -46,9 +46,13 @@ class FieldLayout:
 
 
 class RecordLayout:
-    """The fields of one record (features in order, then the label) and the raw structured dtype."""
+    """The fields of one record (features in order, then the label) and the raw structured dtype.
 
-    def __init__(self, data: DataConfig) -> None:
+    With `with_label=False` a record is the features alone (what a predictor may be sent): `fields`,
+    `columns`, `raw_dtype` and `record_bytes` then leave the label out; `label` still describes it.
+    """
+
+    def __init__(self, data: DataConfig, *, with_label: bool = True) -> None:
         fields: list[FieldLayout] = []
         column = 0
         for spec in data.fields:
@@ -56,10 +60,10 @@ class RecordLayout:
             raw = np.dtype("u1") if dtype.kind == "b" else dtype.newbyteorder("<")
             fields.append(FieldLayout(spec=spec, dtype=dtype, raw_dtype=raw, column=column))
             column += spec.size
-        self.fields: tuple[FieldLayout, ...] = tuple(fields)
-        self.features: tuple[FieldLayout, ...] = self.fields[:-1]
-        self.label: FieldLayout = self.fields[-1]
-        self.columns: int = column
+        self.features: tuple[FieldLayout, ...] = tuple(fields[:-1])
+        self.label: FieldLayout = fields[-1]
+        self.fields: tuple[FieldLayout, ...] = tuple(fields) if with_label else self.features
+        self.columns: int = column if with_label else self.label.column
         """Values in one record, all fields flattened: the CSV column count."""
         self.raw_dtype: np.dtype[np.void] = np.dtype(
             [(f"f{i}", f.raw_dtype, f.shape) for i, f in enumerate(self.fields)])

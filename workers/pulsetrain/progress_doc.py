@@ -248,3 +248,7 @@ class _Reader:
             return {}
         values = {name: sub.optional_number(name) for name in sub.data}
         return {name: value for name, value in values.items() if value is not None}
+
+
+JsonReader = _Reader
+"""Typed access to a JSON object with dotted field paths in errors; `pulsetrain.predict_progress` reads with it too."""
