@@ -1,0 +1,304 @@
+"""`python -m pulsetrain.predictor --config FILE`: one replica of the streaming predictor.
+
+The serving stage of a pipeline: inputs arrive on `serving.inputTopic`, are predicted by the newest
+exported model version (or the pinned one) and answered on `serving.outputTopic`, one answer per input.
+The configuration is the worker configuration with a `serving` section; the predictor connects like the
+trainer (`source.pulsar`), decodes with `data` (labels optional) and applies `model.preprocess` as the
+trainer does, then calls the SavedModel's `serving_default` signature. In order, it validates the
+configuration (exit 2), starts `/metrics`, `/progress`, `/healthz`, `/readyz` (ready once a model is
+loaded), waits for a model version (state `waiting-for-model`), subscribes, and serves:
+
+- micro-batches (`maxBatchSize`, or `maxLatencyMs` after a batch's first input) → decode → predict → one
+  asynchronous send per answer; each input is acknowledged once its answer's send is confirmed, so a crash
+  at any point leaves every unanswered input unacknowledged and redelivered (at least once; a duplicate
+  carries the same `pulsetrain.input-message-id`). An answer the broker refuses negatively acknowledges
+  its input, which comes back.
+- undecodable inputs go to the dead-letter topic with the decoder's reason (`pulsetrain.reason`) and are
+  acknowledged;
+- a newer version, loaded in the background, is swapped in between two batches: a batch is answered by
+  exactly one version, and no input waits for a load.
+
+SIGTERM or SIGINT: finish the batch, wait for every answer's confirmation, acknowledge, exit 0. Inputs
+still queued in the replica go to another one unanswered; but when clients publish inputs in Pulsar
+batches, a broker without `acknowledgmentAtBatchIndexLevelEnabled=true` (Pulsar's default) redelivers a
+batch entry that was only partly acknowledged whole, so some answered inputs are answered again (with the
+same `pulsetrain.input-message-id`). Unbatched inputs, or that broker setting, avoid it.
+Exit codes: 0 stopped, 1 unexpected error (retryable), 2 invalid configuration (permanent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pulsar
+
+from pulsetrain.config import ConfigError, ServingConfig, WorkerConfig, load_config_file
+from pulsetrain.decode import Decoder
+from pulsetrain.hooks import load_hook
+from pulsetrain.http_server import serve
+from pulsetrain.model_watcher import LoadedModel, ModelWatcher, load_model
+from pulsetrain.predict_io import (
+    BatchPolicy,
+    Inflight,
+    answer_properties,
+    batch_shapes,
+    collect,
+    encode_answers,
+    max_inflight,
+    open_answers,
+    open_inputs,
+    pad_rows,
+    padded_size,
+)
+from pulsetrain.predict_progress import NOT_READY
+from pulsetrain.predict_telemetry import PredictorTelemetry
+from pulsetrain.pulsar_io import DeadLetters, connect
+
+log = logging.getLogger("pulsetrain.predictor")
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+
+
+class StopRequest:
+    """SIGTERM/SIGINT → stop after the current batch. As in `pulsetrain.worker.StopRequest`, the handler takes
+    no lock (it may interrupt the main thread inside one); a watcher thread logs and sets the state."""
+
+    def __init__(self, telemetry: PredictorTelemetry) -> None:
+        self.telemetry = telemetry
+        self.event = threading.Event()
+        self.signals: list[int] = []
+        threading.Thread(target=self._announce, name="stop-watcher", daemon=True).start()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        self.event.set()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle)
+        signal.signal(signal.SIGINT, self.handle)
+
+    def _announce(self) -> None:
+        self.event.wait()
+        log.info("signal %d: stopping after the current batch (answers confirmed, inputs acknowledged)",
+                 self.signals[0])
+        self.telemetry.set_state("stopping")
+
+
+class Predictor:
+    """The serving loop of one replica; `run` returns a summary once `stop` is set."""
+
+    def __init__(self, config: WorkerConfig, serving: ServingConfig, telemetry: PredictorTelemetry,
+                 stop: threading.Event, watcher: ModelWatcher | None = None) -> None:
+        self.config, self.serving, self.telemetry, self.stop = config, serving, telemetry, stop
+        shapes = batch_shapes(serving.max_batch_size)
+        self.watcher = watcher or ModelWatcher(Path(config.storage.export_dir), pinned=serving.pinned_version,
+                                               poll_seconds=serving.model_poll_seconds,
+                                               loader=functools.partial(load_model, warm_sizes=shapes))
+        self.decoder = Decoder(config.data, features_only=True)
+        self.preprocess = load_hook(config.model.preprocess, "model.preprocess") if config.model.preprocess else None
+        self.policy = BatchPolicy(serving.max_batch_size, serving.max_latency_ms / 1000)
+        self.inflight = Inflight()
+        self.max_inflight = max_inflight(serving)
+        self.model: LoadedModel | None = None
+        self.client: pulsar.Client | None = None
+        self.consumer: pulsar.Consumer | None = None
+        self.producer: pulsar.Producer | None = None
+        self.dead_letters: DeadLetters | None = None
+
+    # -- model ------------------------------------------------------------------------------------
+    def _install(self, model: LoadedModel) -> None:
+        previous = self.model.version if self.model else None
+        self.model = model
+        self.telemetry.model_loaded(model.version, str(model.path))
+        if previous is None:
+            log.info("serving model version %d from %s", model.version, model.path)
+        else:
+            log.info("swapped model version %d in for version %d between batches", model.version, previous)
+
+    def _first_model(self) -> bool:
+        """Wait until a version is loaded; False when stopped first."""
+        said = ""
+        while not self.stop.is_set():
+            model = self.watcher.wait(1.0)
+            if model is not None:
+                self._install(model)
+                return True
+            message = self.watcher.waiting_message()
+            if message != said:
+                log.info("%s; polling every %gs", message, self.serving.model_poll_seconds)
+                self.telemetry.set_state("waiting-for-model", message)
+                said = message
+        return False
+
+    # -- Pulsar ------------------------------------------------------------------------------------
+    def _connect(self) -> bool:
+        """Subscribe and open the producers, retrying with back-off while Pulsar is unreachable."""
+        backoff, pulsar_cfg = 1.0, self.config.source.pulsar
+        while not self.stop.is_set():
+            try:
+                self.client = connect(pulsar_cfg)
+                self.consumer = open_inputs(self.client, self.serving)
+                self.producer = open_answers(self.client, self.serving)
+                self.dead_letters = DeadLetters(self.client.create_producer(
+                    self.serving.dlq_topic, batching_enabled=True, block_if_queue_full=True),
+                    self.serving.input_topic)
+                return True
+            except pulsar.PulsarException as exc:  # network and broker failures; anything else is a bug: raise it
+                message = f"Pulsar at {pulsar_cfg.service_url} unreachable: {exc}; retrying in {backoff:.0f}s"
+                log.warning(message)
+                self.telemetry.set_state("source-unavailable", message)
+                self._close()
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+        return False
+
+    def _close(self) -> None:
+        for closer in (self.dead_letters, self.producer, self.consumer, self.client):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception as exc:  # closing after a broken connection: nothing left to do
+                    log.debug("close: %s", exc)
+        self.client, self.consumer, self.producer, self.dead_letters = None, None, None, None
+
+    # -- serving -----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.watcher.start()
+        try:
+            if self._first_model() and self._connect():
+                self.telemetry.set_state("serving")
+                log.info("answering %s on %s (subscription %s, batches of up to %d or %d ms)",
+                         self.serving.input_topic, self.serving.output_topic, self.serving.subscription,
+                         self.serving.max_batch_size, self.serving.max_latency_ms)
+                self._serve()
+        finally:
+            self._close()
+            self.watcher.stop()
+        doc = self.telemetry.snapshot()
+        return {"received": doc.messages_received, "predictions": doc.predictions,
+                "deadLettered": doc.dead_lettered.total, "sendFailures": doc.send_failures,
+                "modelVersion": doc.model_version, "modelSwaps": doc.model_swaps}
+
+    def _serve(self) -> None:
+        assert self.consumer is not None and self.producer is not None
+        while not self.stop.is_set():
+            model = self.watcher.take()
+            if model is not None:
+                self._install(model)
+            messages = collect(self.consumer, self.policy)
+            self._confirmations()
+            if messages:
+                self._answer(messages)
+        try:
+            self.producer.flush()  # every answer sent so far is confirmed (or failed) when this returns
+        except Exception as exc:  # the broker is gone: the unconfirmed answers' inputs stay unacknowledged
+            log.warning("flushing the answers failed: %s", exc)
+        deadline = time.monotonic() + 30
+        while self.inflight.pending and time.monotonic() < deadline:
+            self._confirmations()
+            time.sleep(0.005)
+        self._confirmations()
+
+    def _answer(self, messages: list[pulsar.Message]) -> None:
+        assert self.model is not None and self.consumer is not None and self.producer is not None
+        assert self.dead_letters is not None
+        self.telemetry.received(len(messages))
+        batch = self.decoder.decode([m.data() for m in messages])
+        for index, reason in batch.rejects:
+            self.dead_letters.send(messages[index], reason)
+            self.consumer.acknowledge(messages[index])
+            self.telemetry.dead_lettered(reason)
+        if not len(batch):
+            return
+        features = self.preprocess(batch.features) if self.preprocess else batch.features
+        rows = len(batch)
+        started = time.perf_counter()
+        outputs = self.model.predict(pad_rows(features, padded_size(rows, self.serving.max_batch_size)))
+        self.telemetry.batch(rows, time.perf_counter() - started)
+        outputs = {name: values[:rows] for name, values in outputs.items()}
+        answered = [messages[i] for i in batch.valid_index.tolist()]
+        ids = [str(m.message_id()) for m in answered]
+        version = self.model.version
+        while self.inflight.pending + len(answered) > self.max_inflight:
+            time.sleep(0.0005)  # the broker is behind: let confirmations come in (releases the GIL)
+            self._confirmations()
+        payloads = encode_answers(outputs, version, ids)
+        self.inflight.send(self.producer, [(payload, answer_properties(input_id, version))
+                                           for payload, input_id in zip(payloads, ids, strict=True)], answered)
+
+    def _confirmations(self) -> None:
+        """Acknowledge inputs whose answers are confirmed; negatively acknowledge those refused."""
+        assert self.consumer is not None
+        latencies: list[float] = []
+        failed = 0
+        for done in self.inflight.drain():
+            for message in done.messages:
+                if done.ok:
+                    self.consumer.acknowledge(message)
+                    latencies.append(done.at - message.publish_timestamp() / 1000)
+                else:
+                    self.consumer.negative_acknowledge(message)
+            if not done.ok:
+                failed += len(done.messages)
+                log.warning("the broker did not confirm a batch of %d answers (%s); their inputs will be "
+                            "redelivered and answered again", len(done.messages), done.result)
+        if latencies:
+            self.telemetry.answered(latencies)
+        if failed:
+            self.telemetry.send_failed(failed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pulsetrain.predictor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, required=True, help="the worker configuration with `serving` (JSON)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config_file(args.config)
+        if config.serving is None:
+            raise ConfigError(["serving: required field is missing (the predictor needs serving.inputTopic and "
+                               "serving.outputTopic)"])
+        serving = config.serving
+    except ConfigError as exc:
+        print(f"pulsetrain predictor: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    telemetry = PredictorTelemetry(pipeline=config.pipeline.name, namespace=config.pipeline.namespace,
+                                   replica=os.environ.get("HOSTNAME") or socket.gethostname())
+    port = int(os.environ.get("PULSETRAIN_METRICS_PORT", config.observability.port))
+    server = serve(telemetry, config.observability.host, port, not_ready=NOT_READY)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow  # noqa: F401  # here, in the main thread, before the signal handlers are installed
+
+    stop = StopRequest(telemetry)
+    stop.install()
+    try:
+        summary = Predictor(config, serving, telemetry, stop.event).run()
+    except ConfigError as exc:
+        telemetry.set_state("failed", str(exc))
+        print(f"pulsetrain predictor: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:
+        telemetry.set_state("failed", f"{type(exc).__name__}: {exc}")
+        log.exception("the predictor failed")
+        return EXIT_ERROR
+    finally:
+        server.close()
+    telemetry.set_state("stopped")
+    print(f"pulsetrain predictor: stopped {json.dumps(summary)}", flush=True)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
