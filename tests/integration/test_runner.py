@@ -166,3 +166,59 @@ def test_a_failing_worker_fails_the_run_with_its_log(tmp_path: Path) -> None:
     assert "digits FAILED after" in result.stdout
     assert "worker 0 exited with code 2: invalid configuration: model.custom: cannot import module" in result.stdout
     assert "--- end of " in result.stdout and "no_such_module" in result.stdout  # the end of its log
+
+
+def test_serving_stage_answers_held_out_digits_after_training_until_ctrl_c(tmp_path: Path) -> None:
+    """`spec.serving` on one machine: the predictor waits for the model, then answers until Ctrl-C (embedded
+    broker: the predictor's subscription is on its own topic, so pulsar-lite serves it beside the worker)."""
+    import pulsar
+
+    state = tmp_path / "state"
+    doc = yaml.safe_load(pipeline_file(tmp_path).read_text())
+    suffix = uuid.uuid4().hex[:8]
+    doc["spec"]["serving"] = {"inputTopic": f"requests-{suffix}", "outputTopic": f"answers-{suffix}",
+                              "modelPollSeconds": 0.5}
+    path = tmp_path / "serving.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    publish(path, state, repeat=4)
+    runner = subprocess.Popen([*CLI, "run", str(path), "--state-dir", str(state)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    assert runner.stdout is not None
+    try:
+        for line in runner.stdout:
+            lines.append(line)
+            if line.startswith("serving: serving, model version 1"):
+                break
+        else:
+            raise AssertionError("the runner ended before serving:\n" + "".join(lines))
+        service_url = next(line.split("embedded broker ")[1].split(",")[0] for line in lines
+                           if "embedded broker " in line)
+        _, test = datasets.load("digits").split(0.2, seed=0)
+        inputs = encode_batch(test.data, test.features, test.labels)
+        client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+        try:
+            answers = client.subscribe(doc["spec"]["serving"]["outputTopic"], "test",
+                                       initial_position=pulsar.InitialPosition.Earliest)
+            producer = client.create_producer(doc["spec"]["serving"]["inputTopic"], batching_enabled=False)
+            for index, payload in enumerate(inputs):
+                producer.send(payload, partition_key=str(index))
+            predicted: dict[int, int] = {}
+            while len(predicted) < len(inputs):
+                message = answers.receive(timeout_millis=60_000)
+                predicted[int(message.partition_key())] = json.loads(message.data())["prediction"]["class"]
+                answers.acknowledge(message)
+        finally:
+            client.close()
+        accuracy = np.mean([predicted[i] == int(label) for i, label in enumerate(test.labels)])
+        assert accuracy >= 0.95, accuracy
+        runner.send_signal(signal.SIGINT)
+        rest, _ = runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    output = "".join(lines) + rest
+    assert runner.returncode == 0, output  # training finished; serving was stopped on request
+    assert "digits finished after" in output
+    assert f"  served       {len(inputs):,} answered with model version 1, 0 dead-lettered" in output, output

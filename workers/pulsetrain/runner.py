@@ -17,6 +17,10 @@ automatic gang restarts here: running the same command again resumes from the la
 Not applied on one machine: `spec.worker` (image, resources, scheduling, command: the workers run with
 this Python), `storage.claimName`, and `runPolicy` other than `suspend` and the grace period.
 
+With `spec.serving`, one predictor (`pulsetrain.local_serving`) starts with the gang, waits for the
+first exported model, and answers from the input topic onto the output topic; after a bounded run has
+finished it keeps serving until Ctrl-C.
+
 Exit codes: 0 finished, 2 invalid pipeline, 128+N stopped by signal N (130 for Ctrl-C), otherwise the
 failing worker's exit code (1 when it was killed by a signal).
 """
@@ -39,6 +43,7 @@ from pulsetrain.config import ConfigError, load_config
 from pulsetrain.embedded_broker import MAX_WORKERS as EMBEDDED_MAX_WORKERS
 from pulsetrain.embedded_broker import EmbeddedBroker, free_port, tail
 from pulsetrain.local import LocalGang
+from pulsetrain.local_serving import LocalPredictor, final_counts, predictor_config, served_line, serving_line
 from pulsetrain.pipeline_file import Pipeline, local_worker_config, worker_env
 from pulsetrain.progress_doc import ProgressDocument
 from pulsetrain.run_report import Outcome, RunResult, WorkerEnd, progress_line, summary
@@ -179,6 +184,13 @@ def run(pipeline: Pipeline, options: RunOptions, out: TextIO = sys.stdout) -> in
             notes.append(f"ran {EMBEDDED_MAX_WORKERS} worker instead of {workers}: the embedded broker serves one "
                          "worker process per subscription; give --service-url pulsar://... for a gang")
             workers = EMBEDDED_MAX_WORKERS
+        predictor = None
+        if pipeline.spec.get("serving"):
+            worker_doc = json.loads(config_path.read_text())
+            predictor = LocalPredictor(predictor_config(pipeline.resource, worker_doc), state_dir, free_port(),
+                                       pipeline.name)
+            if int(pipeline.spec["serving"].get("replicas", 1)) > 1:
+                notes.append("ran 1 predictor: spec.serving.replicas applies on a cluster")
         gang = LocalGang(config_path, workers, log_dir=state_dir, extra_env=env,
                          ports=[free_port() for _ in range(workers)],
                          metrics_ports=[free_port() for _ in range(workers)])
@@ -195,11 +207,44 @@ def run(pipeline: Pipeline, options: RunOptions, out: TextIO = sys.stdout) -> in
         display = Display(out, options.quiet, training.get("maxSteps"), training.get("maxMessages"))
         with StopSignals().installed() as signals:
             gang.start(summaries=state_dir, termination_logs=state_dir)
+            if predictor is not None:
+                predictor.start()
             try:
                 outcome, reason, code, failed = supervise(gang, signals, display, grace, started)
             finally:
                 display.close()
                 gang.stop(grace=0)  # anything still running now is killed
+            report(pipeline, gang, state_dir, outcome, reason, code, failed, started, notes, out)
+            if predictor is not None:
+                if outcome == "finished":
+                    serve(pipeline, predictor, signals, out, options.quiet)
+                predictor.stop(grace)
+                counts = final_counts(predictor.log_path)
+                print(f"  {'served':<13}{served_line(counts, predictor.last)} (log: {predictor.log_path})",
+                      file=out, flush=True)
+    return code
+
+
+def serve(pipeline: Pipeline, predictor: LocalPredictor, signals: StopSignals, out: TextIO, quiet: bool) -> None:
+    """Keep the predictor answering until Ctrl-C (or until it exits), with a line now and then."""
+    serving = pipeline.spec["serving"]
+    print(f"pulsetrain run: serving {serving['inputTopic']} -> {serving['outputTopic']} until Ctrl-C "
+          f"(metrics http://127.0.0.1:{predictor.port}/metrics)", file=out, flush=True)
+    handled = len(signals.received)
+    last_state, last_print = "", 0.0
+    while len(signals.received) == handled and predictor.exit_code() is None:
+        progress = predictor.progress()
+        now = time.monotonic()
+        state = f"{progress.state}/{progress.model_version}" if progress else ""
+        if not quiet and (state != last_state or now - last_print >= PLAIN_EVERY_S):
+            print(serving_line(progress), file=out, flush=True)
+            last_state, last_print = state, now
+        time.sleep(POLL_S)
+
+
+def report(pipeline: Pipeline, gang: LocalGang, state_dir: Path, outcome: Outcome, reason: str, code: int,
+           failed: int | None, started: float, notes: list[str], out: TextIO) -> None:
+    """Print the training summary."""
     ends = [WorkerEnd(i, p.returncode, _final(state_dir / f"termination-{i}.json"), state_dir / f"worker-{i}.log")
             for i, p in enumerate(gang.processes)]
     log_tail = ""
@@ -212,7 +257,6 @@ def run(pipeline: Pipeline, options: RunOptions, out: TextIO = sys.stdout) -> in
     result = RunResult(pipeline.name, outcome, code, time.monotonic() - started, ends, state_dir, reason, log_tail,
                        notes)
     print(summary(result), file=out, flush=True)
-    return code
 
 
 def _final(path: Path) -> ProgressDocument | None:

@@ -53,11 +53,15 @@ def replicas(tp: Mapping[str, Any]) -> int:
     return int(spec_section(tp, "serving").get("replicas", defaults.SERVING_REPLICAS))
 
 
+def serving_section(tp: Mapping[str, Any]) -> dict[str, Any]:
+    """The worker configuration's `serving` section: `spec.serving` less what the operator applies itself."""
+    return {k: copy.deepcopy(v) for k, v in spec_section(tp, "serving").items() if k not in _NOT_FOR_THE_PREDICTOR}
+
+
 def predictor_config(tp: Mapping[str, Any]) -> dict[str, Any]:
     """The worker configuration plus its `serving` section: what `python -m pulsetrain.predictor` reads."""
-    serving = spec_section(tp, "serving")
     doc = worker_config(tp)
-    doc["serving"] = {k: copy.deepcopy(v) for k, v in serving.items() if k not in _NOT_FOR_THE_PREDICTOR}
+    doc["serving"] = serving_section(tp)
     return doc
 
 
