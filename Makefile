@@ -13,11 +13,8 @@ TENSORFLOW ?= cpu
 DOCKER ?= docker
 
 .DEFAULT_GOAL := help
-.PHONY: run-operator help venv tools lint unit render test bench bench-operator testbed-up testbed-down testbed-status clean
-.PHONY: images curve
-.PHONY: chart
-.PHONY: demo
-.PHONY: bench-predictor
+.PHONY: help venv demo tools lint unit render chart test bench bench-operator bench-predictor run-operator \
+        images curve testbed-up testbed-down testbed-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
