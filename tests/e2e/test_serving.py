@@ -148,3 +148,44 @@ def test_trained_digits_are_served_from_topic_to_topic_and_survive_a_killed_pred
                        .get("readyReplicas") == 1 and s.get("predictions", 0) > 0 and s, 120,
                        "the restarted predictor ready and counting", interval=1)
     assert final["modelVersion"] == 1
+
+
+def test_a_continuous_pipeline_swaps_in_version_2_while_answers_flow(
+        testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
+        unique: Any) -> None:
+    topic, inputs, outputs = unique("tp-live"), unique("live-in"), unique("live-out")
+    train = digits_payloads(repeat=3)[1]  # 4,314 rows: 33 steps of 2 x 64, so one export at step 30
+    publish(pulsar_broker.service_url, topic, train)
+    body = pipeline("live", pulsar_broker, topic, mode="continuous", training={"exportEverySteps": 30})
+    body["spec"]["serving"] = {"replicas": 1, "inputTopic": inputs, "outputTopic": outputs, "modelPollSeconds": 1}
+    apply(testbed_cluster, ml_namespace, body)
+    wait_until(lambda: (s := status(testbed_cluster, ml_namespace, "live").get("serving") or {})
+               .get("readyReplicas") == 1 and s.get("modelVersion") == 1 and s, 300,
+               "one ready predictor serving model version 1", interval=1)
+
+    client = pulsar.Client(pulsar_broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        answers = Answers(client, outputs)
+        payloads, _ = held_out(2 * INPUTS)
+        keys = [f"c{i}" for i in range(len(payloads))]
+        sender = threading.Thread(target=send, args=(client, inputs, payloads, "c", 50.0))
+        sender.start()
+
+        def answered(count: int) -> bool:
+            answers.drain(set())
+            return len([k for k in keys if k in answers.by_key]) >= count
+
+        wait_until(lambda: answered(100), 120, "answers from version 1 flowing", interval=0.5)
+        publish(pulsar_broker.service_url, topic, train)  # 33 more steps: version 2 at step 60
+        sender.join()
+        wait_until(lambda: answers.drain(set(keys)), 300, "an answer to every input", interval=0.5)
+        answers.drain(set(keys))
+    finally:
+        client.close()
+    assert all(len(answers.by_key[k]) == 1 for k in keys), "an input was answered twice"
+    versions = [answers.by_key[k][0]["modelVersion"] for k in keys]
+    assert set(versions) == {1, 2}, f"versions answered: {sorted(set(versions))}"
+    switch = versions.index(2)
+    assert all(v == 2 for v in versions[switch:]), "an answer went back to version 1 after the swap"
+    final = status(testbed_cluster, ml_namespace, "live")
+    assert final["model"]["version"] >= 2 and final["phase"] == "Running"
