@@ -33,13 +33,11 @@ import functools
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pulsar
@@ -65,34 +63,10 @@ from pulsetrain.predict_io import (
 from pulsetrain.predict_progress import NOT_READY
 from pulsetrain.predict_telemetry import PredictorTelemetry
 from pulsetrain.pulsar_io import DeadLetters, connect
+from pulsetrain.stop_request import StopRequest
 
 log = logging.getLogger("pulsetrain.predictor")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
-
-
-class StopRequest:
-    """SIGTERM/SIGINT → stop after the current batch. As in `pulsetrain.worker.StopRequest`, the handler takes
-    no lock (it may interrupt the main thread inside one); a watcher thread logs and sets the state."""
-
-    def __init__(self, telemetry: PredictorTelemetry) -> None:
-        self.telemetry = telemetry
-        self.event = threading.Event()
-        self.signals: list[int] = []
-        threading.Thread(target=self._announce, name="stop-watcher", daemon=True).start()
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signals.append(signum)
-        self.event.set()
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self.handle)
-        signal.signal(signal.SIGINT, self.handle)
-
-    def _announce(self) -> None:
-        self.event.wait()
-        log.info("signal %d: stopping after the current batch (answers confirmed, inputs acknowledged)",
-                 self.signals[0])
-        self.telemetry.set_state("stopping")
 
 
 class Predictor:
@@ -281,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow  # noqa: F401  # here, in the main thread, before the signal handlers are installed
 
-    stop = StopRequest(telemetry)
+    stop = StopRequest(lambda: telemetry.set_state("stopping"), log,
+                       "the current batch (answers confirmed, inputs acknowledged)")
     stop.install()
     try:
         summary = Predictor(config, serving, telemetry, stop.event).run()

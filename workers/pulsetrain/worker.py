@@ -19,19 +19,18 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from pulsetrain.config import ConfigError, TFConfig, WorkerConfig, load_config_file, tf_config_from_env
 from pulsetrain.http_server import serve
 from pulsetrain.outcome import TerminationLog, stop_message
 from pulsetrain.peers import PeerTimeout, parse_address, wait_for_peers
 from pulsetrain.pulsar_io import backlog
+from pulsetrain.stop_request import StopRequest
 from pulsetrain.telemetry import Telemetry
 
 log = logging.getLogger("pulsetrain.worker")
@@ -65,33 +64,6 @@ class PortHolder:
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self.thread.join(timeout=2)
-
-
-class StopRequest:
-    """SIGTERM/SIGINT → ask the gang to stop after the current step.
-
-    The handler runs in the main thread between two bytecodes, possibly while the main thread holds a
-    lock (telemetry's, logging's): it takes none, or the worker would deadlock itself (it did, once in
-    CI). A watcher thread does the logging and the state change."""
-
-    def __init__(self, telemetry: Telemetry) -> None:
-        self.telemetry = telemetry
-        self.event = threading.Event()
-        self.signals: list[int] = []
-        threading.Thread(target=self._announce, name="stop-watcher", daemon=True).start()
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signals.append(signum)
-        self.event.set()
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self.handle)
-        signal.signal(signal.SIGINT, self.handle)
-
-    def _announce(self) -> None:
-        self.event.wait()
-        log.info("signal %d: stopping after the current step (checkpoint, acknowledge, exit)", self.signals[0])
-        self.telemetry.set_state("stopping")
 
 
 def wait_for_gang(tf_config: TFConfig) -> None:
@@ -162,7 +134,7 @@ def run(args: argparse.Namespace, outcome: TerminationLog) -> int:
     outcome.progress = telemetry.snapshot
     port = int(os.environ.get("PULSETRAIN_METRICS_PORT", config.observability.port))  # local gangs share a host
     server = serve(telemetry, config.observability.host, port)
-    stop = StopRequest(telemetry)
+    stop = StopRequest(lambda: telemetry.set_state("stopping"), log, "the current step (checkpoint, acknowledge, exit)")
     stop.install()
     finished = threading.Event()
     if index == 0:

@@ -1,0 +1,41 @@
+"""SIGTERM/SIGINT → a stop request that the main loop sees at its next boundary (a step, a batch).
+
+Why this exists: the signal handler runs in the main thread between two bytecodes, possibly while the
+main thread holds a lock (telemetry's, logging's). A handler that takes one deadlocks the process with
+itself (a training worker did, once in CI, on telemetry's lock). So the handler only records the signal
+and sets an event; a watcher thread does the logging and the state change. The training worker and the
+predictor both stop through this.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+
+class StopRequest:
+    """`install()` the handlers; `event` is set on the first SIGTERM/SIGINT; `signals` lists them in order."""
+
+    def __init__(self, on_stop: Callable[[], None], log: logging.Logger, after: str) -> None:
+        """On the first signal, a log line saying the process stops `after` (what it finishes first), then
+        `on_stop()` (the caller sets its state to `stopping`), both in the watcher thread."""
+        self.on_stop, self.log, self.after = on_stop, log, after
+        self.event = threading.Event()
+        self.signals: list[int] = []
+        threading.Thread(target=self._announce, name="stop-watcher", daemon=True).start()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        self.event.set()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle)
+        signal.signal(signal.SIGINT, self.handle)
+
+    def _announce(self) -> None:
+        self.event.wait()
+        self.log.info("signal %d: stopping after %s", self.signals[0], self.after)
+        self.on_stop()
