@@ -38,6 +38,11 @@ IMAGE_PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 SERVING_REPLICAS: Final = 1
 MAX_SERVING_REPLICAS: Final = 64
 PREDICTOR_COMMAND: Final = ("python", "-m", "pulsetrain.predictor")
+PREDICTOR_DRAIN_SECONDS: Final = 30
+"""After SIGTERM, how long a predictor waits for its last answers' confirmations (`pulsetrain.predictor`)."""
+PREDICTOR_TERMINATION_GRACE_PERIOD_SECONDS: Final = PREDICTOR_DRAIN_SECONDS + 30
+"""The predictor pods' `terminationGracePeriodSeconds`: the drain plus time to finish the batch in hand and close
+the producers, so the kubelet's SIGKILL never cuts a drain short (that would answer inputs twice)."""
 
 # runPolicy
 BACKOFF_LIMIT: Final = 3

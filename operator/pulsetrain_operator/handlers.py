@@ -75,11 +75,18 @@ class PipelineLoop:
         """The newest copy of the pipeline seen; None → the next reconcile reads it."""
         self.forgotten = 0
         """How many times the known copy was dropped (a reconcile's answer from before is then stale)."""
+        self.seen_version: str | None = None
+        """The resourceVersion the last reconcile ended with (its own status patch's, usually): the watch
+        event that echoes it brings nothing new and must not start another reconcile."""
         self.task = asyncio.create_task(self.run(), name=f"pipeline:{namespace}/{name}")
 
     def wake(self, pipeline: Mapping[str, Any] | None = None) -> None:
-        """Reconcile soon; with `pipeline`, a copy of it from the watch."""
+        """Reconcile soon; with `pipeline`, a copy of it from the watch (unless it is our own write's echo:
+        without this, every status patch would start the next reconcile at once, and a running pipeline
+        whose figures change on every read would be reconciled back to back)."""
         self.remember(pipeline)
+        if pipeline is not None and self.seen_version is not None and _version(pipeline) == self.seen_version:
+            return
         self.woken.set()
 
     def remember(self, pipeline: Mapping[str, Any] | None) -> None:
@@ -114,6 +121,7 @@ class PipelineLoop:
                 failures = 0
                 if forgotten == self.forgotten:  # else the pipeline was deleted meanwhile: keep nothing
                     self.remember(outcome.pipeline)
+                    self.seen_version = _version(outcome.pipeline) if outcome.pipeline is not None else None
                 self.rt.metrics.reconciled(self.namespace, self.name, outcome.seconds, outcome.phase,
                                            outcome.restarts, outcome.writes)
                 if not outcome.exists:
@@ -129,6 +137,11 @@ class PipelineLoop:
                 await asyncio.wait_for(self.woken.wait(), timeout=delay)
             except TimeoutError:
                 self.woken.set()
+
+
+def _version(pipeline: Mapping[str, Any]) -> str | None:
+    version = (pipeline.get("metadata") or {}).get("resourceVersion")
+    return str(version) if version is not None else None
 
 
 def _wake(namespace: str, name: str, pipeline: Mapping[str, Any] | None = None, deleted: bool = False) -> None:

@@ -150,13 +150,19 @@ class Kube:
         return dict(self.client.sanitize_for_serialization(obj))
 
     def apply_deployment(self, namespace: str, body: Mapping[str, Any]) -> None:
-        """Create the Deployment, or make its spec the desired one (a JSON merge patch: lists replaced whole)."""
+        """Create the Deployment, or replace it with the desired one (a PUT of the whole object at the
+        resourceVersion just read: anything the desired object no longer has is gone, unlike a strategic
+        merge patch, which keeps list entries and keys it is not told about; a conflict fails this
+        reconcile, and the next one reads again)."""
+        name = body["metadata"]["name"]
         try:
             self.apps.create_namespaced_deployment(namespace, dict(body))
             return
         except ApiException as exc:
             _tolerate(exc, 409)
-        self.apps.patch_namespaced_deployment(body["metadata"]["name"], namespace, {"spec": body["spec"]})
+        current = self.apps.read_namespaced_deployment(name, namespace)
+        desired = {**body, "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version}}
+        self.apps.replace_namespaced_deployment(name, namespace, desired)
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         try:

@@ -128,7 +128,9 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
     writes = write_children(kube, settings, tp, plan)
     status = dict(plan.status)
     serving = None
-    if spec.get("serving") or status.get("serving"):
+    predictors_left = any(((p.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) == "predictor"
+                          for p in listed)
+    if spec.get("serving") or status.get("serving") or predictors_left:
         serving = _serving(kube, settings, tp, listed, (status.get("model") or {}).get("version"))
         writes += write_serving(kube, tp, serving)
         if serving.status is None:

@@ -53,7 +53,7 @@ Regenerate with: make render */}}
   verbs:
   - get
   - create
-  - patch
+  - update
   - delete
 - apiGroups:
   - ''

@@ -113,6 +113,9 @@ def predictor_deployment(tp: Mapping[str, Any], settings: Settings) -> dict[str,
     pod_spec: dict[str, Any] = {
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
+        # above the predictor's own drain deadline (defaults.PREDICTOR_DRAIN_SECONDS), so SIGTERM is answered
+        # by a clean stop and not cut short by SIGKILL
+        "terminationGracePeriodSeconds": defaults.PREDICTOR_TERMINATION_GRACE_PERIOD_SECONDS,
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [volume for volume, _ in volumes],
