@@ -1,15 +1,17 @@
 """SIGTERM/SIGINT → a stop request that the main loop sees at its next boundary (a step, a batch).
 
 Why this exists: the signal handler runs in the main thread between two bytecodes, possibly while the
-main thread holds a lock (telemetry's, logging's). A handler that takes one deadlocks the process with
-itself (a training worker did, once in CI, on telemetry's lock). So the handler only records the signal
-and sets an event; a watcher thread does the logging and the state change. The training worker and the
-predictor both stop through this.
+main thread holds a lock (telemetry's, logging's, even a `threading.Event`'s own condition lock while
+the main thread waits on it). A handler that takes one deadlocks the process with itself (a training
+worker did, once in CI, on telemetry's lock). So the handler only records the signal and writes a byte
+to a pipe (`os.write` takes no Python lock); a watcher thread reads it, sets the event, logs and
+changes the state. The training worker and the predictor both stop through this.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -25,17 +27,19 @@ class StopRequest:
         self.on_stop, self.log, self.after = on_stop, log, after
         self.event = threading.Event()
         self.signals: list[int] = []
+        self._read_end, self._write_end = os.pipe()
         threading.Thread(target=self._announce, name="stop-watcher", daemon=True).start()
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
-        self.event.set()
+        os.write(self._write_end, b"!")
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self.handle)
         signal.signal(signal.SIGINT, self.handle)
 
     def _announce(self) -> None:
-        self.event.wait()
+        os.read(self._read_end, 1)
+        self.event.set()
         self.log.info("signal %d: stopping after %s", self.signals[0], self.after)
         self.on_stop()
