@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pytest
@@ -81,6 +84,61 @@ def assert_trained_exactly_once(summaries: list[dict[str, Any]], payloads: list[
     for summary in summaries:
         assert summary["trainedSamples"] == len(payloads)
         assert summary["digestSum"] == sum(digest(p) for p in payloads)
+
+
+class Lines:
+    """A child's output read by a thread into a queue, so that waiting for a line has a deadline (a bare
+    `for line in stdout` blocks forever when the child stalls)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()  # None: end of output
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, args=(stream,), name="runner-output", daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        try:
+            for line in stream:
+                self._queue.put(line)
+        finally:
+            self._queue.put(None)
+
+    def _next(self, timeout: float) -> str | None:
+        """The next line; None at the end of the output; queue.Empty when none came within `timeout`."""
+        line = self._queue.get(timeout=max(timeout, 0.0))
+        if line is None:
+            self._ended = True
+        else:
+            self.seen.append(line)
+        return line
+
+    def wait_for(self, prefix: str, timeout: float) -> None:
+        """Read until a line starts with `prefix`; AssertionError with the output so far when the output ends
+        or `timeout` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        while not self._ended:
+            try:
+                line = self._next(deadline - time.monotonic())
+            except queue.Empty:
+                raise AssertionError(f"no line starting with {prefix!r} within {timeout:.0f}s; the output so "
+                                     f"far:\n{self.text()}") from None
+            if line is not None and line.startswith(prefix):
+                return
+        raise AssertionError(f"the output ended before a line starting with {prefix!r}:\n{self.text()}")
+
+    def rest(self, timeout: float) -> str:
+        """Everything, once the output has ended (the child exited) or `timeout` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while not self._ended:
+            try:
+                self._next(deadline - time.monotonic())
+            except queue.Empty:
+                break
+        return self.text()
+
+    def text(self) -> str:
+        return "".join(self.seen)
 
 
 def test_embedded_broker_trains_digits(tmp_path: Path) -> None:
@@ -184,16 +242,11 @@ def test_serving_stage_answers_held_out_digits_after_training_until_ctrl_c(tmp_p
     runner = subprocess.Popen([*CLI, "run", str(path), "--state-dir", str(state)], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: list[str] = []
     assert runner.stdout is not None
+    output = Lines(runner.stdout)
     try:
-        for line in runner.stdout:
-            lines.append(line)
-            if line.startswith("serving: serving, model version 1"):
-                break
-        else:
-            raise AssertionError("the runner ended before serving:\n" + "".join(lines))
-        service_url = next(line.split("embedded broker ")[1].split(",")[0] for line in lines
+        output.wait_for("serving: serving, model version 1", timeout=300)  # training, export, model loaded
+        service_url = next(line.split("embedded broker ")[1].split(",")[0] for line in output.seen
                            if "embedded broker " in line)
         _, test = datasets.load("digits").split(0.2, seed=0)
         inputs = encode_batch(test.data, test.features, test.labels)
@@ -214,11 +267,14 @@ def test_serving_stage_answers_held_out_digits_after_training_until_ctrl_c(tmp_p
         accuracy = np.mean([predicted[i] == int(label) for i, label in enumerate(test.labels)])
         assert accuracy >= 0.95, accuracy
         runner.send_signal(signal.SIGINT)
-        rest, _ = runner.communicate(timeout=120)
+        try:
+            runner.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the runner did not end within 120s of Ctrl-C:\n{output.rest(0)}") from None
     finally:
         if runner.poll() is None:
             runner.kill()
-    output = "".join(lines) + rest
-    assert runner.returncode == 0, output  # training finished; serving was stopped on request
-    assert "digits finished after" in output
-    assert f"  served       {len(inputs):,} answered with model version 1, 0 dead-lettered" in output, output
+    text = output.rest(timeout=30)
+    assert runner.returncode == 0, text  # training finished; serving was stopped on request
+    assert "digits finished after" in text
+    assert f"  served       {len(inputs):,} answered with model version 1, 0 dead-lettered" in text, text

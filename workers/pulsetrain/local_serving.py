@@ -36,7 +36,8 @@ def predictor_config(resource: dict[str, Any], worker_doc: dict[str, Any]) -> di
 
 
 class LocalPredictor:
-    """`python -m pulsetrain.predictor` as a child process, its log in the state directory."""
+    """`python -m pulsetrain.predictor` as a child process, its log (this run's, started afresh) in the state
+    directory."""
 
     def __init__(self, config: dict[str, Any], state_dir: Path, port: int, name: str) -> None:
         self.state_dir, self.port, self.name = state_dir, port, name
@@ -49,7 +50,7 @@ class LocalPredictor:
     def start(self) -> None:
         env = {**os.environ, "PULSETRAIN_METRICS_PORT": str(self.port), "HOSTNAME": f"{self.name}-predictor",
                "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        with self.log_path.open("ab") as log:
+        with self.log_path.open("wb") as log:  # this run's log only: `final_counts` must not find an older run's
             self.process = subprocess.Popen([sys.executable, "-m", "pulsetrain.predictor", "--config",
                                              str(self.config_path)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -85,7 +86,10 @@ STOPPED_PREFIX = "pulsetrain predictor: stopped "
 
 
 def final_counts(log_path: Path) -> dict[str, Any] | None:
-    """The counts a cleanly stopped predictor printed last, from its log (None if it did not stop cleanly)."""
+    """The counts a cleanly stopped predictor printed last, from its log (None if it did not stop cleanly).
+
+    The log holds one run only (`LocalPredictor.start` truncates it), so a predictor that crashed is never
+    reported with the counts of an earlier run that stopped cleanly."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:

@@ -15,14 +15,21 @@ loaded), waits for a model version (state `waiting-for-model`), subscribes, and 
   its input, which comes back.
 - undecodable inputs go to the dead-letter topic with the decoder's reason (`pulsetrain.reason`) and are
   acknowledged;
+- when a batch cannot be predicted (an exception from `model.preprocess`, the model call or the encoding of
+  the answers), its inputs are tried again one by one (`answer_rows`): those that fail alone too go to the
+  dead-letter topic with `predict: <exception type>: <message>` as their reason and are acknowledged, the
+  others are answered. Without that, the unacknowledged inputs would come back and crash every replica
+  again, forever. The price: a failure that is not the inputs' fault (a broken model version) sends every
+  input to the dead-letter topic while it lasts, from where they can be published again;
 - a newer version, loaded in the background, is swapped in between two batches: a batch is answered by
   exactly one version, and no input waits for a load.
 
-SIGTERM or SIGINT: finish the batch, wait for every answer's confirmation, acknowledge, exit 0. Inputs
-still queued in the replica go to another one unanswered; but when clients publish inputs in Pulsar
-batches, a broker without `acknowledgmentAtBatchIndexLevelEnabled=true` (Pulsar's default) redelivers a
-batch entry that was only partly acknowledged whole, so some answered inputs are answered again (with the
-same `pulsetrain.input-message-id`). Unbatched inputs, or that broker setting, avoid it.
+SIGTERM or SIGINT: finish the batch, wait for every answer's confirmation (up to `DRAIN_SECONDS`),
+acknowledge, exit 0. Inputs still queued in the replica go to another one unanswered; but when clients
+publish inputs in Pulsar batches, a broker without `acknowledgmentAtBatchIndexLevelEnabled=true` (Pulsar's
+default) redelivers a batch entry that was only partly acknowledged whole, so some answered inputs are
+answered again (with the same `pulsetrain.input-message-id`). Unbatched inputs, or that broker setting,
+avoid it.
 Exit codes: 0 stopped, 1 unexpected error (retryable), 2 invalid configuration (permanent).
 """
 
@@ -37,9 +44,12 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy.typing as npt
 import pulsar
 
 from pulsetrain.config import ConfigError, ServingConfig, WorkerConfig, load_config_file
@@ -64,9 +74,62 @@ from pulsetrain.predict_progress import NOT_READY
 from pulsetrain.predict_telemetry import PredictorTelemetry
 from pulsetrain.pulsar_io import DeadLetters, connect
 from pulsetrain.stop_request import StopRequest
+from pulsetrain_operator.defaults import PREDICTOR_DRAIN_SECONDS
 
 log = logging.getLogger("pulsetrain.predictor")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+DRAIN_SECONDS = PREDICTOR_DRAIN_SECONDS
+"""After a stop request, how long the predictor waits for its answers' confirmations (the operator gives its pods
+a longer `terminationGracePeriodSeconds`)."""
+REASON_LIMIT = 500
+"""Characters of an exception's text kept in a dead letter's reason (a TensorFlow error can run to pages)."""
+
+
+def predict_reason(exc: BaseException) -> str:
+    """The dead-letter reason of an input that could not be predicted: `predict: ValueError: ...`, on one line."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return f"predict: {text if len(text) <= REASON_LIMIT else text[:REASON_LIMIT - 3] + '...'}"
+
+
+@dataclass(frozen=True)
+class RowsOutcome:
+    """What became of the rows of one decoded batch."""
+
+    answered: list[tuple[int, bytes]]
+    """(row, answer payload), in row order."""
+    rejected: list[tuple[int, str]]
+    """(row, reason): rows that failed on their own too, for the dead-letter topic."""
+    failure: str | None
+    """Why the batch as a whole failed (its rows were then tried one by one); None when it did not."""
+
+
+def _answers(answer: Callable[[list[int]], Sequence[bytes]], rows: list[int]) -> Sequence[bytes]:
+    payloads = answer(rows)
+    if len(payloads) != len(rows):
+        raise ValueError(f"{len(payloads)} answers for {len(rows)} inputs")
+    return payloads
+
+
+def answer_rows(count: int, answer: Callable[[list[int]], Sequence[bytes]]) -> RowsOutcome:
+    """Answer rows `0..count-1` of a batch with one call `answer(rows)` (one payload per row given); when that
+    raises, call it once per row, so that only the rows that fail on their own are rejected."""
+    rows = list(range(count))
+    try:
+        return RowsOutcome(list(zip(rows, _answers(answer, rows), strict=True)), [], None)
+    except Exception as exc:  # preprocess, model and encoding are the pipeline's code and data: anything goes
+        failure = predict_reason(exc)
+    if count == 1:
+        return RowsOutcome([], [(0, failure)], failure)
+    answered: list[tuple[int, bytes]] = []
+    rejected: list[tuple[int, str]] = []
+    for row in rows:
+        try:
+            (payload,) = _answers(answer, [row])
+        except Exception as exc:
+            rejected.append((row, predict_reason(exc)))
+        else:
+            answered.append((row, payload))
+    return RowsOutcome(answered, rejected, failure)
 
 
 class Predictor:
@@ -178,38 +241,57 @@ class Predictor:
             self.producer.flush()  # every answer sent so far is confirmed (or failed) when this returns
         except Exception as exc:  # the broker is gone: the unconfirmed answers' inputs stay unacknowledged
             log.warning("flushing the answers failed: %s", exc)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + DRAIN_SECONDS
         while self.inflight.pending and time.monotonic() < deadline:
             self._confirmations()
             time.sleep(0.005)
         self._confirmations()
 
     def _answer(self, messages: list[pulsar.Message]) -> None:
-        assert self.model is not None and self.consumer is not None and self.producer is not None
-        assert self.dead_letters is not None
+        assert self.model is not None and self.producer is not None
         self.telemetry.received(len(messages))
         batch = self.decoder.decode([m.data() for m in messages])
         for index, reason in batch.rejects:
-            self.dead_letters.send(messages[index], reason)
-            self.consumer.acknowledge(messages[index])
-            self.telemetry.dead_lettered(reason)
+            self._dead_letter(messages[index], reason)
         if not len(batch):
             return
-        features = self.preprocess(batch.features) if self.preprocess else batch.features
-        rows = len(batch)
-        started = time.perf_counter()
-        outputs = self.model.predict(pad_rows(features, padded_size(rows, self.serving.max_batch_size)))
-        self.telemetry.batch(rows, time.perf_counter() - started)
-        outputs = {name: values[:rows] for name, values in outputs.items()}
-        answered = [messages[i] for i in batch.valid_index.tolist()]
-        ids = [str(m.message_id()) for m in answered]
-        version = self.model.version
+        model = self.model
+        decoded = [messages[i] for i in batch.valid_index.tolist()]
+        ids = [str(m.message_id()) for m in decoded]
+        outcome = answer_rows(len(decoded), functools.partial(self._predict, model, batch.features, ids))
+        if outcome.failure is not None:
+            log.warning("a batch of %d inputs could not be predicted (%s); one by one, %d were answered and %d "
+                        "dead-lettered", len(decoded), outcome.failure, len(outcome.answered), len(outcome.rejected))
+        for row, reason in outcome.rejected:
+            self._dead_letter(decoded[row], reason)
+        if not outcome.answered:
+            return
+        answered = [decoded[row] for row, _ in outcome.answered]
         while self.inflight.pending + len(answered) > self.max_inflight:
             time.sleep(0.0005)  # the broker is behind: let confirmations come in (releases the GIL)
             self._confirmations()
-        payloads = encode_answers(outputs, version, ids)
-        self.inflight.send(self.producer, [(payload, answer_properties(input_id, version))
-                                           for payload, input_id in zip(payloads, ids, strict=True)], answered)
+        self.inflight.send(self.producer, [(payload, answer_properties(ids[row], model.version))
+                                           for row, payload in outcome.answered], answered)
+
+    def _predict(self, model: LoadedModel, features: Mapping[str, npt.NDArray[Any]], ids: list[str],
+                 rows: list[int]) -> list[bytes]:
+        """The answers to `rows` of a decoded batch: preprocess, one model call (padded), encoding."""
+        if len(rows) != len(ids):
+            features = {name: values[rows] for name, values in features.items()}
+        if self.preprocess:
+            features = self.preprocess(features)
+        started = time.perf_counter()
+        outputs = model.predict(pad_rows(features, padded_size(len(rows), self.serving.max_batch_size)))
+        self.telemetry.batch(len(rows), time.perf_counter() - started)
+        outputs = {name: values[:len(rows)] for name, values in outputs.items()}
+        return encode_answers(outputs, model.version, [ids[row] for row in rows])
+
+    def _dead_letter(self, message: pulsar.Message, reason: str) -> None:
+        """To the dead-letter topic with `reason`, then acknowledged."""
+        assert self.consumer is not None and self.dead_letters is not None
+        self.dead_letters.send(message, reason)
+        self.consumer.acknowledge(message)
+        self.telemetry.dead_lettered(reason)
 
     def _confirmations(self) -> None:
         """Acknowledge inputs whose answers are confirmed; negatively acknowledge those refused."""

@@ -19,10 +19,15 @@ this Python), `storage.claimName`, and `runPolicy` other than `suspend` and the 
 
 With `spec.serving`, one predictor (`pulsetrain.local_serving`) starts with the gang, waits for the
 first exported model, and answers from the input topic onto the output topic; after a bounded run has
-finished it keeps serving until Ctrl-C.
+finished it keeps serving until Ctrl-C. That Ctrl-C ends the run with exit code 0: training finished and
+serving stopped on request, which is how serving ends. The predictor is stopped (SIGTERM, then SIGKILL
+after the grace period) however the run ends, an exception in the runner included: it runs in a session
+of its own, so nothing else would stop it. A predictor that exits on its own with an error, during
+training or while serving, is a failure of the run: the end of `predictor.log` is printed and the run ends
+with the predictor's exit code, unless training had already ended the run with a non-zero code.
 
 Exit codes: 0 finished, 2 invalid pipeline, 128+N stopped by signal N (130 for Ctrl-C), otherwise the
-failing worker's exit code (1 when it was killed by a signal).
+failing worker's exit code, or the failing predictor's (1 when it was killed by a signal).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import contextlib
 import json
 import signal
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -88,11 +92,9 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: list[int] = []
-        self.event = threading.Event()
 
     def handle(self, signum: int, frame: object) -> None:
         self.received.append(signum)
-        self.event.set()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopSignals]:
@@ -205,24 +207,48 @@ def run(pipeline: Pipeline, options: RunOptions, out: TextIO = sys.stdout) -> in
             grace = float(pipeline.spec.get("runPolicy", {}).get("terminationGracePeriodSeconds", 60))
         training = pipeline.spec.get("training", {})
         display = Display(out, options.quiet, training.get("maxSteps"), training.get("maxMessages"))
+        predictor_exit: int | None = None  # the predictor's exit code when it exited before it was stopped
         with StopSignals().installed() as signals:
             gang.start(summaries=state_dir, termination_logs=state_dir)
-            if predictor is not None:
-                predictor.start()
             try:
-                outcome, reason, code, failed = supervise(gang, signals, display, grace, started)
-            finally:
-                display.close()
-                gang.stop(grace=0)  # anything still running now is killed
-            report(pipeline, gang, state_dir, outcome, reason, code, failed, started, notes, out)
-            if predictor is not None:
-                if outcome == "finished":
+                try:
+                    if predictor is not None:
+                        predictor.start()
+                    outcome, reason, code, failed = supervise(gang, signals, display, grace, started)
+                finally:
+                    display.close()
+                    gang.stop(grace=0)  # anything still running now is killed
+                report(pipeline, gang, state_dir, outcome, reason, code, failed, started, notes, out)
+                if predictor is not None and outcome == "finished" and predictor.exit_code() is None:
                     serve(pipeline, predictor, signals, out, options.quiet)
-                predictor.stop(grace)
-                counts = final_counts(predictor.log_path)
-                print(f"  {'served':<13}{served_line(counts, predictor.last)} (log: {predictor.log_path})",
-                      file=out, flush=True)
+            finally:
+                if predictor is not None:
+                    predictor_exit = predictor.exit_code()
+                    predictor.stop(grace)
+        if predictor is not None:
+            counts = final_counts(predictor.log_path)
+            print(f"  {'served':<13}{served_line(counts, predictor.last)} (log: {predictor.log_path})",
+                  file=out, flush=True)
+            if predictor_exit not in (None, 0):
+                how = f"was killed by {_signal_name(-predictor_exit)}" if predictor_exit < 0 else \
+                    f"exited with code {predictor_exit}"
+                print(f"pulsetrain run: the predictor {how}\n--- end of {predictor.log_path} ---\n"
+                      f"{tail(predictor.log_path, 30)}", file=out, flush=True)
+                code = code or failure_code(predictor_exit)
     return code
+
+
+def failure_code(returncode: int | None) -> int:
+    """The run's exit code for a child that failed with `returncode` (negative: killed by that signal): the code
+    itself, or 1 for a signal and for codes a shell reserves (126 and up, which 128+N would be mistaken for)."""
+    return returncode if returncode is not None and 0 < returncode < 126 else 1
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def serve(pipeline: Pipeline, predictor: LocalPredictor, signals: StopSignals, out: TextIO, quiet: bool) -> None:
@@ -283,8 +309,7 @@ def supervise(gang: LocalGang, signals: StopSignals, display: Display, grace: fl
             if bad is not None:
                 failed, outcome = bad, "failed"
                 reason = f"worker {bad} exited with code {codes[bad]}"
-                exit_code = codes[bad] or 1
-                code = exit_code if 0 < exit_code < 126 else 1
+                code = failure_code(codes[bad])
                 _terminate(gang)
                 stop_at = now + FAILURE_GRACE_S
             elif any(c == 0 for c in codes) and stop_at is None:

@@ -2,11 +2,12 @@
 
 Why this exists: `kubectl get tp` shows five columns and `kubectl get tp -o yaml` shows everything in
 the order the API stores it; someone watching a training run wants the phase and why, how far it got,
-what it learned, where the model is and what changed when, without reading YAML. The status itself is
-written by the operator (`pulsetrain_operator.status`); this module only reads and presents it. The
-Kubernetes client is imported when the command runs, so `pulsetrain produce` and `pulsetrain run` work
-without it. `render` is pure (status in, text out); `fetch` is the one API call, with errors that say
-what is missing: the cluster configuration, the CRD, or the pipeline.
+what it learned, where the model is, what the predictors answer (`status.serving`) and what changed when,
+without reading YAML. The status itself is written by the operator (`pulsetrain_operator.status`); this
+module only reads and presents it. The Kubernetes client is imported when the command runs, so
+`pulsetrain produce` and `pulsetrain run` work without it. `render` is pure (status in, text out);
+`fetch` is the one API call, with errors that say what is missing: the cluster configuration, the CRD,
+or the pipeline.
 """
 
 from __future__ import annotations
@@ -40,6 +41,24 @@ def age(timestamp: str | None, now: float) -> str:
 
 def _number(value: Any, digits: int = 4) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+
+def serving_rows(serving: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`status.serving` as (label, text) rows: the predictors, the version they serve, their answers."""
+    version = (f"model version {serving['modelVersion']}" if serving.get("modelVersion") is not None
+               else "no model yet")
+    message = f" ({serving['message']})" if serving.get("message") else ""
+    return [
+        ("Serving", f"{_count(serving.get('readyReplicas', 0))}/{_count(serving.get('replicas', 0))} predictors "
+                    f"ready, {version}{message}"),
+        ("Answers", f"{_count(serving.get('predictions', 0))} answered "
+                    f"({_number(serving.get('predictionsPerSecond', 0), 1)}/s), "
+                    f"{_count(serving.get('deadLettered', 0))} dead-lettered"),
+    ]
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -91,6 +110,10 @@ def render(resource: Mapping[str, Any], now: float) -> str:
     model: Mapping[str, Any] = status.get("model") or {}
     if model:
         row("Model", f"version {model.get('version', '-')} at {model.get('exportPath', '-')}")
+    serving: Mapping[str, Any] = status.get("serving") or {}
+    if serving:
+        for label, text in serving_rows(serving):
+            row(label, text)
     row("Started", f"{status.get('startTime', '-')} ({age(status.get('startTime'), now)} ago)"
         if status.get("startTime") else "-")
     if status.get("completionTime"):

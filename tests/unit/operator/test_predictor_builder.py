@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from pulsetrain.config import load_config
+from pulsetrain.predictor import DRAIN_SECONDS
 from pulsetrain_operator import defaults
 from pulsetrain_operator.builders.pod import spec_hash
 from pulsetrain_operator.builders.predictor import (
@@ -52,6 +53,9 @@ def test_deployment_runs_the_predictor_as_a_restricted_pod_without_api_access() 
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # SIGKILL must not cut the predictor's drain short: the grace period outlasts its deadline
+    assert spec["terminationGracePeriodSeconds"] == defaults.PREDICTOR_TERMINATION_GRACE_PERIOD_SECONDS
+    assert spec["terminationGracePeriodSeconds"] >= DRAIN_SECONDS + 30
     (container,) = spec["containers"]
     assert container["command"] == list(defaults.PREDICTOR_COMMAND)
     assert container["args"] == ["--config", f"{defaults.CONFIG_DIR}/{defaults.PREDICTOR_CONFIG_KEY}"]
