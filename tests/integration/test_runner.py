@@ -178,9 +178,12 @@ def test_real_pulsar_trains_digits_with_a_gang_of_two(pulsar_broker: PulsarURLs,
     assert held_out_accuracy(state / "export" / "1") >= 0.95
 
 
-def test_ctrl_c_stops_gracefully_and_the_next_run_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_stops_gracefully_and_the_next_run_resumes(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
+    # On the real broker: pulsar-lite 0.2.0 does not always keep acknowledgements across its own restart
+    # (between the two runs here it is stopped and started again), and then redelivers messages that were
+    # trained and acknowledged before (seen once in CI: 488 of 17,256 trained twice). The README says so.
     state = tmp_path / "state"
-    doc = yaml.safe_load(pipeline_file(tmp_path).read_text())
+    doc = yaml.safe_load(pipeline_file(tmp_path, serviceUrl=pulsar_broker.service_url).read_text())
     doc["spec"]["training"].update(batchSize=8, checkpointEverySteps=20)
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(doc))
