@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pulsar
 
-from bench.run import cpu_seconds
+from bench.run import broker, cpu_seconds
 from pulsetrain import datasets
 from pulsetrain.config import WorkerConfig, load_config
 from pulsetrain.decode import Decoder
@@ -207,15 +207,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (model, predictor log)")
     args = parser.parse_args()
-    service_url, broker_pid = args.service_url, None
-    if not service_url:
-        from tests.cluster.pulsar_server import PulsarServer
-        from tests.cluster.testbed import TestBedInfo
-
-        info = TestBedInfo.load()
-        if info is None or not info.pulsar_service_url:
-            parser.error("no test bed is running: start one (python -m tests.cluster up) or give --service-url")
-        service_url, broker_pid = info.pulsar_service_url, PulsarServer(Path(info.state) / "pulsar").pid()
+    service_url, broker_pid = broker(parser, args.service_url)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = Path(tempfile.mkdtemp(prefix="pulsetrain-predictor-bench-"))
     doc = pipeline(service_url, root, args.max_batch_size, args.max_latency_ms)

@@ -97,6 +97,20 @@ def decode_rates(batch: int) -> tuple[float, float]:
     return batch / raw_s, batch / json_s
 
 
+def broker(parser: argparse.ArgumentParser, service_url: str | None) -> tuple[str, int | None]:
+    """The Pulsar service URL to benchmark against, and the broker's pid when it is the test bed's own
+    (for its CPU time): the given URL, else the running test bed's (`parser.error` when none runs)."""
+    if service_url:
+        return service_url, None
+    from tests.cluster.pulsar_server import PulsarServer
+    from tests.cluster.testbed import TestBedInfo
+
+    info = TestBedInfo.load()
+    if info is None or not info.pulsar_service_url:
+        parser.error("no test bed is running: start one (python -m tests.cluster up) or give --service-url")
+    return info.pulsar_service_url, PulsarServer(Path(info.state) / "pulsar").pid()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,15 +122,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the runs' directories (logs, summaries)")
     parser.add_argument("--only", nargs="*", help="run only these (memory, pulsar, pulsar+checkpoints, naive)")
     args = parser.parse_args()
-    service_url, broker_pid = args.service_url, None
-    if not service_url:
-        from tests.cluster.pulsar_server import PulsarServer
-        from tests.cluster.testbed import TestBedInfo
-
-        info = TestBedInfo.load()
-        if info is None or not info.pulsar_service_url:
-            parser.error("no test bed is running: start one (python -m tests.cluster up) or give --service-url")
-        service_url, broker_pid = info.pulsar_service_url, PulsarServer(Path(info.state) / "pulsar").pid()
+    service_url, broker_pid = broker(parser, args.service_url)
     rows_per_worker = args.steps * args.batch
     total = rows_per_worker * args.workers
     topic = f"persistent://public/default/bench-{uuid.uuid4().hex[:8]}"

@@ -32,9 +32,11 @@ import yaml
 from pulsetrain_operator import rbac
 from tests.conftest import Cluster, PulsarURLs
 from tests.e2e.operator_harness import operator_lock
+from tests.e2e.test_operator import ml_namespace  # the shared fixture
 from tests.integration.test_trainer import digits_payloads, publish
 from tests.support import get_json, wait_until
 
+__all__ = ["ml_namespace"]  # the fixture shared with test_operator.py
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.environ.get("PULSETRAIN_OPERATOR_DEPLOYED") == "1",
@@ -186,16 +188,6 @@ def sole_operator(testbed_cluster: Cluster) -> Iterator[None]:
         if testbed_cluster.host_ip is not None:
             wait_until(lambda: not operator_processes(), 600, "no other pulsetrain operator process", interval=5)
         yield
-
-
-@pytest.fixture
-def ml_namespace(testbed_cluster: Cluster, namespace: str) -> str:
-    """The test's namespace, enforcing the restricted Pod Security Standard, with the sample's volume claim."""
-    testbed_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "pulsetrain-data"},
-             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
-    testbed_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(claim))
-    return namespace
 
 
 def wait_gone(cluster: Cluster, instance: str) -> None:
