@@ -23,9 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class MemorySource:  # the interface of pulsetrain.source.Source that the trainer uses
-    def __init__(self, rows: int, feature_size: int, classes: int, seed: int) -> None:
+    def __init__(self, ledger: Any, rows: int, feature_size: int, classes: int, seed: int) -> None:
         from pulsetrain.source import Rows
 
+        self.ledger = ledger
         rng = np.random.default_rng(seed)
         self._rows_type = Rows
         self.features = rng.normal(size=(rows, feature_size)).astype(np.float32)
@@ -51,6 +52,9 @@ class MemorySource:  # the interface of pulsetrain.source.Source that the traine
 
     def acknowledge(self, ids: list[bytes]) -> int:
         return len(ids)
+
+    def connection_lost(self) -> bool:
+        return False
 
     def close(self) -> None:
         pass
@@ -108,8 +112,8 @@ def main() -> int:
     options: dict[str, Any] = {}
     if args.mode == "memory":
         classes = config.model.num_classes or 2
-        options["source_factory"] = lambda *_: MemorySource(args.rows_per_worker, config.data.feature_size, classes,
-                                                            index)
+        options["source_factory"] = lambda _, ledger, *__: MemorySource(
+            ledger, args.rows_per_worker, config.data.feature_size, classes, index)
     trainer = Trainer(config, tf_config, telemetry, threading.Event(), **options)
     summary = naive(trainer, config, args.rows_per_worker) if args.mode == "naive" else trainer.run()
     summary["samplesPerSecond"] = summary["localRows"] / max(summary["trainSeconds"], 1e-9)

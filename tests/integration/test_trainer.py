@@ -323,9 +323,8 @@ def test_broker_outage_is_reported_and_waited_out(pulsar_broker: PulsarURLs, tmp
     finally:
         restart(broker)
     summaries = finish(g, tmp_path, timeout=300)
-    # Nothing is lost. Exactly once does not hold here yet (a known bug): after the broker restarts it
-    # redelivers the messages a worker trained but had not committed to any consumer, and another
-    # worker, whose ledger does not know them, trains them again (480-640 of 14,380 in three runs).
-    # The fix is a gang-wide rollback to the last commit with redeliver_unacknowledged_messages().
-    for summary in summaries:
-        assert summary["trainedSamples"] >= len(payloads)
+    # After the restart the broker redelivers what the workers had trained but not committed, possibly
+    # to the other worker: the gang went back to its last commit, so every message counts once.
+    assert_exactly_once(summaries, payloads)
+    for index in range(g.workers):
+        assert "the gang went back to step" in (tmp_path / f"worker-{index}.log").read_text()

@@ -194,6 +194,18 @@ def test_state_snapshot_and_restore() -> None:
     assert ProgressDocument.from_json(doc.to_json()) == doc
 
 
+def test_a_rollback_takes_step_and_samples_back_and_is_counted() -> None:
+    t, _ = make()
+    assert value(parse(t.prometheus_text()), "pulsetrain_rollbacks_total") == 0
+    t.step_done(30, 960)
+    t.rolled_back(step=20, samples=640)
+    t.step_done(21, 32)
+    doc = t.snapshot()
+    assert (doc.step, doc.samples) == (21, 672)
+    s = parse(t.prometheus_text())
+    assert value(s, "pulsetrain_rollbacks_total") == 1 and value(s, "pulsetrain_step") == 21
+
+
 def test_concurrent_updates_lose_nothing() -> None:
     t = Telemetry()
 

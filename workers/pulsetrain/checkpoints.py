@@ -50,8 +50,9 @@ class CheckpointStore:
                 steps.append(int(match.group(1)))
         return sorted(steps)
 
-    def restore(self, keep_windows: int) -> tuple[int | None, Ledger]:
-        """Restore the newest committed checkpoint (variables and the merged ledger); (None, empty) if none."""
+    def restore(self, keep_windows: int, *, variables: bool = True) -> tuple[int | None, Ledger]:
+        """Restore the newest committed checkpoint (variables unless told not to, and the ledger merged over
+        all workers); (None, empty) if there is none."""
         for step in reversed(self.committed()):
             name = f"ckpt-{step}"
             try:
@@ -59,8 +60,9 @@ class CheckpointStore:
             except Exception as exc:  # an incomplete or damaged ledger: fall back to an older checkpoint
                 log.warning("skipping checkpoint %s: %s", name, exc)
                 continue
-            self.checkpoint.restore(str(self.directory / name)).assert_existing_objects_matched()
-            log.info("restored %s", self.directory / name)
+            if variables:
+                self.checkpoint.restore(str(self.directory / name)).assert_existing_objects_matched()
+                log.info("restored %s", self.directory / name)
             return step, ledger
         return None, Ledger(keep_windows)
 

@@ -8,6 +8,12 @@ happens after the checkpoint containing it is committed. If Pulsar is unreachabl
 retrying with back-off and reports it, so the training loop keeps stepping with its peers. A receive
 thread receives and decodes a few batches ahead, overlapping with the training step (which releases
 the GIL); everything that touches the ledger, acknowledges or dead-letters stays on the loop's thread.
+
+Why `connection_lost` and `rewind`: when the consumer loses its broker (a broker restart, a network cut),
+the broker hands every unacknowledged message of that consumer to the subscription again, possibly to
+another worker, which cannot know that a peer already trained it. So a lost connection is reported
+(sticky until read) and the trainer rolls the whole gang back to the last commit; `rewind` then drops
+everything received and asks the broker to redeliver this consumer's unacknowledged messages.
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ class Source:
         self._backoff = 1.0
         self._received: queue.Queue[Received] = queue.Queue()
         self._closing = threading.Event()
+        self._lost = threading.Event()  # the consumer was seen disconnected since the last rewind
         self._receiver: threading.Thread | None = None
 
     # -- connection ---------------------------------------------------------------------------
@@ -112,10 +119,33 @@ class Source:
             return False
         self.unavailable, self._backoff = None, 1.0
         self.last_message_at = time.monotonic()
+        self._start_receiver()
+        return True
+
+    def _start_receiver(self) -> None:
         self._closing.clear()
         self._receiver = threading.Thread(target=self._receive_loop, name="pulsar-receive", daemon=True)
         self._receiver.start()
-        return True
+
+    def _stop_receiver(self) -> None:
+        self._closing.set()
+        if self._receiver is not None:
+            self._receiver.join(timeout=5)
+            self._receiver = None
+
+    def _check_connection(self, consumer: pulsar.Consumer) -> bool:
+        """Whether the consumer is connected; a disconnection is remembered until `connection_lost`."""
+        if consumer.is_connected():
+            return True
+        self._lost.set()
+        return False
+
+    def connection_lost(self) -> bool:
+        """True once after the consumer was seen disconnected (its unacknowledged messages go back to
+        the subscription): the gang must roll back to its last commit before training anything else."""
+        lost = self._lost.is_set()
+        self._lost.clear()
+        return lost
 
     # -- receiving ----------------------------------------------------------------------------
     def _receive_loop(self) -> None:
@@ -124,19 +154,23 @@ class Source:
         assert consumer is not None
         while not self._closing.is_set():
             if self._received.qsize() >= PREFETCH_BATCHES:
+                self._check_connection(consumer)
                 self._closing.wait(0.002)
                 continue
             try:
                 messages = list(consumer.batch_receive())
             except pulsar.Timeout:
+                self._check_connection(consumer)
                 continue
             except Exception as exc:  # the client raises its own types; it reconnects by itself
                 if self._closing.is_set():
                     return
+                self._lost.set()
                 self.unavailable = f"receive failed: {exc}"
                 log.warning(self.unavailable)
                 self._closing.wait(1.0)
                 continue
+            self._check_connection(consumer)  # before any message received after a reconnect is queued
             if messages:
                 payloads = [m.data() for m in messages]
                 item = Received(messages, [m.message_id().serialize() for m in messages],
@@ -149,7 +183,7 @@ class Source:
         While Pulsar is unreachable the reason is in `unavailable` and the idle clock stands still: an
         outage is not the end of a bounded stream, so the gang waits it out (and says so)."""
         connected = self._connect()
-        if connected and self.consumer is not None and not self.consumer.is_connected():
+        if connected and self.consumer is not None and not self._check_connection(self.consumer):
             if not self.unavailable:
                 self.unavailable = (f"lost the connection to Pulsar at {self.config.source.pulsar.service_url}; "
                                     "the client is reconnecting")
@@ -242,11 +276,28 @@ class Source:
                 done += 1
         return done
 
+    def rewind(self, ledger: Ledger) -> int:
+        """After a gang rollback: forget every received message (buffered, prefetched or trained since
+        the last commit), take `ledger` (the last commit's, merged over all workers), and ask the broker
+        to redeliver this consumer's unacknowledged messages. Returns the number of rows dropped."""
+        self.ledger = ledger
+        dropped = len(self.pending)
+        if self.consumer is None:
+            return dropped
+        self._stop_receiver()
+        while not self._received.empty():
+            self._received.get_nowait()
+        self.buffer, self.buffered, self.pending = [], 0, {}
+        try:
+            self.consumer.redeliver_unacknowledged_messages()
+        except Exception as exc:  # disconnected: the broker redelivers them when the consumer is back
+            log.info("redelivery request not sent (%s); the broker redelivers on reconnect", exc)
+        self.last_message_at = time.monotonic()
+        self._start_receiver()
+        return dropped
+
     def close(self) -> None:
-        self._closing.set()
-        if self._receiver is not None:
-            self._receiver.join(timeout=5)
-            self._receiver = None
+        self._stop_receiver()
         for closer in (self.dead_letters, self.consumer, self.client):
             if closer is not None:
                 try:

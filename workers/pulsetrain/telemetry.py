@@ -60,7 +60,7 @@ class Telemetry:
         self._started = clock()
         self._state: State = "starting"
         self._message = ""
-        self._step = self._samples = self._received = self._acknowledged = 0
+        self._step = self._samples = self._received = self._acknowledged = self._rollbacks = 0
         self._dead: dict[str, int] = {}
         self._backlog: int | None = None
         self._loss: float | None = None
@@ -92,6 +92,12 @@ class Telemetry:
         """Resumed from a checkpoint holding `step` and `samples`: counts continue from there."""
         with self._lock:
             self._step, self._samples = step, samples
+
+    def rolled_back(self, step: int, samples: int) -> None:
+        """The gang went back to its last commit (`step`, `samples`) after losing the broker."""
+        with self._lock:
+            self._step, self._samples = step, samples
+            self._rollbacks += 1
 
     def received(self, count: int = 1) -> None:
         self._add("_received", count)
@@ -203,6 +209,9 @@ class Telemetry:
             out.family("pulsetrain_messages_dead_lettered_total", "counter",
                        "Messages sent to the dead-letter topic, by reason kind.",
                        [({"reason": kind}, n) for kind, n in sorted(self._dead.items())])
+            out.family("pulsetrain_rollbacks_total", "counter",
+                       "Times the gang went back to its last commit because a consumer lost the broker.",
+                       [({}, self._rollbacks)])
             out.family("pulsetrain_backlog_messages", "gauge", "Subscription backlog last seen.",
                        [({}, self._backlog)] if self._backlog is not None else [])
             out.family("pulsetrain_loss", "gauge", "Training loss of the last step.",

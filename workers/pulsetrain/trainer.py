@@ -8,7 +8,10 @@ identically, whether to checkpoint, export or stop. So uneven streams never dead
 stop on the same step, and SIGTERM anywhere means: finish the step, checkpoint, acknowledge, exit.
 Messages are acknowledged only after the checkpoint that contains them is committed (see
 `checkpoints.py`); two int64 sum variables count the samples and a digest of their payloads, so a
-test can prove each message trained exactly once.
+test can prove each message trained exactly once. When any worker's consumer loses the broker, the
+broker gives that consumer's unacknowledged messages to the subscription again (possibly to a peer that
+cannot know they were trained), so the whole gang rolls back to its last commit (`_rollback`): the
+model, the counters and the merged ledger of that commit, and every consumer asks for redelivery.
 """
 
 from __future__ import annotations
@@ -61,9 +64,11 @@ class Flags:
     stop: float
     checkpoint_due: float
     export_due: float
+    connection_lost: float
 
     def vector(self) -> npt.NDArray[np.float32]:
-        return np.array([self.rows, self.idle, self.stop, self.checkpoint_due, self.export_due], np.float32)
+        return np.array([self.rows, self.idle, self.stop, self.checkpoint_due, self.export_due,
+                         self.connection_lost], np.float32)
 
 
 class Trainer:
@@ -93,6 +98,8 @@ class Trainer:
             self.optimizer.build(self.network.trainable_variables)
         checkpoint = tf.train.Checkpoint(network=self.network, optimizer=self.optimizer,
                                          normalizer=self.normalizer, step=self.step, totals=self.saved_totals)
+        self.checkpoint = checkpoint
+        self._initial_state = f"ram://pulsetrain-worker-{self.index}/initial"
         self.store = CheckpointStore(checkpoint, Path(config.storage.checkpoint_dir), self.index, self.is_chief,
                                      config.training.keep_checkpoints)
         self._sync_fn = tf.function(self._sync)
@@ -187,12 +194,12 @@ class Trainer:
         self.normalizer.set(mean, std)
         log.info("normalisation estimated from %d rows", int(totals[-1]))
 
-    def _commit(self, source: Source, ledger: Ledger, step: int) -> None:
+    def _commit(self, source: Source, step: int) -> None:
         self.telemetry.set_state("checkpointing")
         self._save_totals()
         name = self.store.save(step)
         self.barrier()  # the chief's checkpoint is written
-        to_ack = ledger.commit(self.store.directory, name, self.index, num_workers=self.num_workers)
+        to_ack = source.ledger.commit(self.store.directory, name, self.index, num_workers=self.num_workers)
         self.barrier()  # every ledger is written
         if self.is_chief:
             self.store.mark_committed(name)
@@ -201,6 +208,25 @@ class Trainer:
         self.store.tidy()
         self.telemetry.checkpointed(step, str(self.store.directory / name))
         self.telemetry.set_state("training")
+
+    def _rollback(self, source: Source, dirty: bool) -> tuple[int, int]:
+        """Every worker, on the same iteration: back to the newest committed checkpoint (or the initial
+        state when there is none) with its ledger merged over all workers, so that a message a peer
+        committed but whose acknowledgement the broker lost is skipped here too; then rewind the
+        consumer. When nothing was trained since the last commit (`dirty` is the same on every worker),
+        the model stays. Returns the step and gang-wide sample count gone back to."""
+        step, ledger = self.store.restore(self.config.training.keep_checkpoints, variables=dirty)
+        if dirty and step is None:
+            self.checkpoint.read(self._initial_state).assert_existing_objects_matched()
+        self._restore_totals()
+        step, samples = int(self.step.numpy()), int(self.saved_totals.numpy()[0])
+        dropped = source.rewind(ledger)
+        if not dirty and not dropped:  # during an outage this repeats every iteration; nothing to say
+            return step, samples
+        self.telemetry.rolled_back(step, samples)
+        log.warning("a consumer lost its connection to Pulsar: the gang went back to step %d (the last commit); "
+                    "%d message(s) this worker had received since then will be redelivered", step, dropped)
+        return step, samples
 
     def _export(self, step: int, metrics: dict[str, float]) -> None:
         self.telemetry.set_state("exporting")
@@ -223,10 +249,12 @@ class Trainer:
         metrics: dict[str, float] = {}
         try:
             self._normalisation(source)
+            if restored_step is None:  # what a rollback before the first commit goes back to
+                self.checkpoint.write(self._initial_state)
             self.telemetry.set_state("training")
             step, last_checkpoint, last_export = int(self.step.numpy()), time.monotonic(), time.monotonic()
             stats_window, rows_window, global_samples = np.zeros(self._stat_size), 0.0, trained
-            dirty, local_rows, first_step_at, last_step_at = False, 0, 0.0, 0.0
+            dirty, local_rows, committed_local_rows, first_step_at, last_step_at = False, 0, 0, 0.0, 0.0
             while True:
                 source.fill(self.batch)
                 if source.unavailable:
@@ -242,12 +270,16 @@ class Trainer:
                     stop=float(self.stop_requested.is_set()),
                     checkpoint_due=float(bool(every_s) and time.monotonic() - last_checkpoint >= (every_s or 0)),
                     export_due=float(bool(export_s) and time.monotonic() - last_export >= (export_s or 0)),
+                    connection_lost=float(source.connection_lost()),  # read after take(): see Source
                 )
-                total_rows, idle, stop, checkpoint_due, export_due = self.allreduce(flags.vector())
-                if total_rows > 0:
+                total_rows, idle, stop, checkpoint_due, export_due, lost = self.allreduce(flags.vector())
+                if lost:
+                    step, global_samples = self._rollback(source, dirty)
+                    total_rows, dirty, local_rows = 0, False, committed_local_rows
+                elif total_rows > 0:
                     started = time.monotonic()
                     loss, stats = self.train_step(*self._padded(rows), tf.constant(total_rows, tf.float32))
-                    ledger.record(rows.ids)
+                    source.ledger.record(rows.ids)
                     step, dirty, local_rows = step + 1, True, local_rows + len(rows)
                     first_step_at, last_step_at = first_step_at or started, time.monotonic()
                     global_samples += int(total_rows)
@@ -266,8 +298,8 @@ class Trainer:
                     or (training.max_steps is not None and step >= training.max_steps)
                     or (training.max_messages is not None and global_samples >= training.max_messages)))
                 if dirty and (finished or checkpoint_due or step % training.checkpoint_every_steps == 0):
-                    self._commit(source, ledger, step)
-                    last_checkpoint, dirty = time.monotonic(), False
+                    self._commit(source, step)
+                    last_checkpoint, dirty, committed_local_rows = time.monotonic(), False, local_rows
                 if training.mode == "continuous" and (export_due or (
                         training.export_every_steps and step and step % training.export_every_steps == 0
                         and total_rows > 0)):
