@@ -298,7 +298,8 @@ def restart(broker: Any) -> None:
             broker.stop()
 
 
-def test_broker_outage_is_reported_and_waited_out(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("outage", ["after-a-commit", "before-the-first-commit"])
+def test_broker_outage_is_reported_and_waited_out(pulsar_broker: PulsarURLs, tmp_path: Path, outage: str) -> None:
     from tests.cluster.pulsar_server import PulsarServer
     from tests.cluster.testbed import TestBedInfo
 
@@ -309,11 +310,18 @@ def test_broker_outage_is_reported_and_waited_out(pulsar_broker: PulsarURLs, tmp
     topic = f"persistent://public/default/outage-{uuid.uuid4().hex[:8]}"
     _, payloads = digits_payloads(repeat=10)
     publish(pulsar_broker.service_url, topic, payloads)
-    g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic, batchSize=16, idleTimeoutSeconds=8))
+    # Before the first commit the gang goes back to its initial state (kept in memory), not a checkpoint.
+    every = 10 if outage == "after-a-commit" else 10**6
+    g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic, batchSize=16, idleTimeoutSeconds=8,
+                                   checkpointEverySteps=every))
     g.start(tmp_path)
 
     try:
-        wait_until(lambda: committed(tmp_path) >= 1, 120, "a committed checkpoint", interval=0.05)
+        if outage == "after-a-commit":
+            wait_until(lambda: committed(tmp_path) >= 1, 120, "a committed checkpoint", interval=0.05)
+        else:
+            wait_until(lambda: (d := chief_progress(g)) and d["step"] >= 20, 120, "20 steps", interval=0.05)
+            assert committed(tmp_path) == 0
         broker.stop()
         document = wait_until(lambda: (d := chief_progress(g)) and d["state"] == "source-unavailable" and d, 60,
                               "the progress document to report the outage")
