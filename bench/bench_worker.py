@@ -56,6 +56,11 @@ class MemorySource:  # the interface of pulsetrain.source.Source that the traine
     def connection_lost(self) -> bool:
         return False
 
+    unacknowledged = 0
+
+    def unacknowledged_limit(self) -> int:
+        return 1
+
     def close(self) -> None:
         pass
 
@@ -96,6 +101,8 @@ def naive(trainer: Any, config: Any, per_worker: int) -> dict[str, Any]:
 
 
 def main() -> int:
+    if os.environ.get("PULSETRAIN_BENCH_CPUS"):  # bench.run --pin: the workers share these CPUs
+        os.sched_setaffinity(0, {int(c) for c in os.environ["PULSETRAIN_BENCH_CPUS"].split(",")})
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--mode", choices=("pulsar", "memory", "naive"), required=True)

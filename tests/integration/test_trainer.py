@@ -142,6 +142,22 @@ def test_uneven_supply_finishes_without_deadlock(pulsar_broker: PulsarURLs, tmp_
     assert summaries[0]["step"] == summaries[1]["step"]
 
 
+def test_a_gang_that_seldom_checkpoints_commits_before_the_broker_stops_dispatching(pulsar_broker: PulsarURLs,
+                                                                                   tmp_path: Path) -> None:
+    # Pulsar stops dispatching to a consumer holding 50,000 unacknowledged messages. With checkpoints by
+    # step count only and far apart, a worker would wait for data that never comes (in bounded mode it
+    # ended idle with ~2% of the stream untrained; a continuous run would hang); a commit comes first.
+    topic = f"persistent://public/default/unacked-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=38)  # 54,644 messages, all for one worker
+    publish(pulsar_broker.service_url, topic, payloads)
+    config = make_config(tmp_path, pulsar_broker.service_url, topic, batchSize=256, checkpointEverySteps=10**6)
+    g = gang(tmp_path, config, workers=1)
+    g.start(tmp_path)
+    summaries = finish(g, tmp_path, timeout=300)
+    assert_exactly_once(summaries, payloads)
+    assert committed(tmp_path) >= 2  # one on the way (the limit), one at the end
+
+
 def test_kill_9_and_restart_trains_every_message_exactly_once(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
     topic = f"persistent://public/default/crash-{uuid.uuid4().hex[:8]}"
     _, payloads = digits_payloads(repeat=4)

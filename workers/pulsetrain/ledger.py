@@ -31,7 +31,7 @@ import re
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,20 @@ class Ledger:
         """True when the message was trained on since the last commit (a redelivery after a
         reconnect): skip it; it is acknowledged with the next commit."""
         return message_id in self._pending
+
+    def seen(self, ids: Sequence[bytes], also_pending: Container[bytes] = ()) -> tuple[list[int], set[int]]:
+        """Of a received batch: the indices inside a durable checkpoint (acknowledge and skip them), and
+        every index to skip: those, plus the pending ones and those in `also_pending` (received again)."""
+        duplicates: list[int] = []
+        skip: set[int] = set()
+        windows, pending = list(self._windows), self._pending
+        for index, message_id in enumerate(ids):
+            if message_id in pending or message_id in also_pending:
+                skip.add(index)
+            elif windows and any(message_id in window for window in windows):
+                duplicates.append(index)
+                skip.add(index)
+        return duplicates, skip
 
     def pending(self) -> list[bytes]:
         """The IDs trained on since the last commit, in the order recorded."""

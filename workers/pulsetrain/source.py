@@ -39,6 +39,12 @@ from pulsetrain.pulsar_io import DeadLetters, connect, subscribe
 
 log = logging.getLogger(__name__)
 PREFETCH_BATCHES = 4  # decoded batches the receive thread may hold ahead of the training loop
+# The broker stops dispatching to a consumer holding 50,000 unacknowledged messages, and to a whole
+# subscription holding 200,000 (Pulsar's defaults of maxUnackedMessagesPerConsumer/PerSubscription). A gang
+# that checkpoints rarely would wait for data that never comes (a continuous run for ever), so a commit is
+# due well before either: see `unacknowledged_limit` and SUBSCRIPTION_UNACKED_LIMIT.
+BROKER_UNACKED_PER_CONSUMER = 50_000
+SUBSCRIPTION_UNACKED_LIMIT = 150_000  # of the broker's 200,000 per subscription, summed over the gang
 DIGEST_MODULUS = 1 << 40  # per-message digests are summed in int64: 2^40 leaves room for 2^23 messages
 
 
@@ -52,7 +58,8 @@ class Received:
     """One received batch, decoded by the receive thread: messages, their IDs, digests, decoded rows."""
 
     messages: list[pulsar.Message]
-    ids: list[bytes]
+    message_ids: list[pulsar.MessageId]
+    ids: list[bytes]  # the same, serialized: what the ledger keeps
     digests: npt.NDArray[np.int64]
     decoded: DecodedBatch
 
@@ -73,6 +80,8 @@ class Rows:
 def flatten(config: WorkerConfig, features: dict[str, npt.NDArray[Any]], rows: int) -> npt.NDArray[np.float32]:
     """All features of `rows` records as one `[rows, feature_size]` float32 matrix, in declared order."""
     parts = [np.asarray(features[f.name], dtype=np.float32).reshape(rows, f.size) for f in config.data.features]
+    if len(parts) == 1:
+        return parts[0]  # one float32 feature: a view, no copy
     return np.concatenate(parts, axis=1) if parts else np.zeros((rows, 0), np.float32)
 
 
@@ -173,7 +182,8 @@ class Source:
             self._check_connection(consumer)  # before any message received after a reconnect is queued
             if messages:
                 payloads = [m.data() for m in messages]
-                item = Received(messages, [m.message_id().serialize() for m in messages],
+                message_ids = [m.message_id() for m in messages]
+                item = Received(messages, message_ids, [i.serialize() for i in message_ids],
                                 np.array([digest(p) for p in payloads], dtype=np.int64), self.decoder.decode(payloads))
                 self._received.put(item)
 
@@ -208,32 +218,46 @@ class Source:
 
     def _admit(self, item: Received) -> None:
         assert self.consumer is not None and self.dead_letters is not None
-        skip: set[int] = set()
-        for index, (message, message_id) in enumerate(zip(item.messages, item.ids, strict=True)):
-            if self.ledger.is_duplicate(message_id):
-                self.consumer.acknowledge(message)  # already inside a committed checkpoint
-                skip.add(index)
-            elif self.ledger.is_pending(message_id) or message_id in self.pending:
-                skip.add(index)  # came back after a reconnect: acknowledged with the next commit
+        duplicates, skip = self.ledger.seen(item.ids, also_pending=self.pending)
+        for index in duplicates:
+            self.consumer.acknowledge(item.message_ids[index])  # already inside a committed checkpoint
         batch = item.decoded
         for index, reason in batch.rejects:
             if index not in skip:
                 self.dead_letters.send(item.messages[index], reason)
-                self.consumer.acknowledge(item.messages[index])
+                self.consumer.acknowledge(item.message_ids[index])
                 self.on_reject(reason)
-        keep = [row for row, index in enumerate(batch.valid_index) if int(index) not in skip]
-        if not keep:
-            return
-        rows_of = np.asarray(keep)
-        sources = [int(batch.valid_index[row]) for row in keep]
-        features = {name: values[rows_of] for name, values in batch.features.items()}
+        if skip or batch.rejects:
+            keep = [row for row, index in enumerate(batch.valid_index.tolist()) if index not in skip]
+            if not keep:
+                return
+            rows_of = np.asarray(keep)
+            sources = [int(batch.valid_index[row]) for row in keep]
+            features = {name: values[rows_of] for name, values in batch.features.items()}
+            labels, digests = batch.labels[rows_of], item.digests[sources]
+            ids, message_ids = [item.ids[i] for i in sources], [item.message_ids[i] for i in sources]
+        else:  # the usual batch: every message new and well formed, nothing to select or copy
+            features, labels, digests = batch.features, batch.labels, item.digests
+            ids, message_ids = item.ids, item.message_ids
         if self.preprocess is not None:
             features = self.preprocess(features)
-        ids = [item.ids[i] for i in sources]
-        self.pending.update((item.ids[i], item.messages[i].message_id()) for i in sources)
-        rows = Rows(flatten(self.config, features, len(keep)), batch.labels[rows_of], item.digests[sources], ids)
+        self.pending.update(zip(ids, message_ids, strict=True))
+        rows = Rows(flatten(self.config, features, len(ids)), labels, digests, ids)
         self.buffer.append(rows)
         self.buffered += len(rows)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages received and admitted but not acknowledged yet (buffered or trained since the last commit)."""
+        return len(self.pending)
+
+    def unacknowledged_limit(self) -> int:
+        """How many `unacknowledged` messages make a commit due: the broker's per-consumer limit less what the
+        client and the receive thread may hold on top (its receiver queue, the prefetched batches), with a
+        margin; at least one receive batch."""
+        pulsar_cfg = self.config.source.pulsar
+        held = pulsar_cfg.receiver_queue_size + PREFETCH_BATCHES * pulsar_cfg.batch_receive_max_messages
+        return max(pulsar_cfg.batch_receive_max_messages, int(0.8 * BROKER_UNACKED_PER_CONSUMER) - held)
 
     def idle_for(self) -> float:
         return time.monotonic() - self.last_message_at
@@ -257,6 +281,8 @@ class Source:
         if not taken:
             size = self.config.data.feature_size
             return Rows(np.zeros((0, size), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.int64))
+        if len(taken) == 1:
+            return taken[0]
         return Rows(np.concatenate([t.features for t in taken]), np.concatenate([t.labels for t in taken]),
                     np.concatenate([t.digests for t in taken]), [i for t in taken for i in t.ids])
 

@@ -34,7 +34,7 @@ from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.export import export
 from pulsetrain.ledger import Ledger
 from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
-from pulsetrain.source import Rows, Source
+from pulsetrain.source import SUBSCRIPTION_UNACKED_LIMIT, Rows, Source
 from pulsetrain.stats import batch_statistics, metric_values, statistic_size
 from pulsetrain.telemetry import Telemetry
 
@@ -65,10 +65,11 @@ class Flags:
     checkpoint_due: float
     export_due: float
     connection_lost: float
+    unacknowledged: float  # summed: the subscription's unacknowledged messages held by the gang
 
     def vector(self) -> npt.NDArray[np.float32]:
         return np.array([self.rows, self.idle, self.stop, self.checkpoint_due, self.export_due,
-                         self.connection_lost], np.float32)
+                         self.connection_lost, self.unacknowledged], np.float32)
 
 
 class Trainer:
@@ -162,6 +163,9 @@ class Trainer:
     # -- steps ------------------------------------------------------------------------------------
     def _padded(self, rows: Rows) -> tuple[Any, ...]:
         n, size = len(rows), self.config.data.feature_size
+        if n == self.batch:  # a full batch needs no padding (and no copy before tf.constant's)
+            return (tf.constant(rows.features), tf.constant(rows.labels), tf.constant(np.ones(n, np.float32)),
+                    tf.constant(rows.digests))
         x = np.zeros((self.batch, size), np.float32)
         y = np.zeros((self.batch, *rows.labels.shape[1:]), rows.labels.dtype if n else np.int64)
         w, d = np.zeros(self.batch, np.float32), np.zeros(self.batch, np.int64)
@@ -268,11 +272,14 @@ class Trainer:
                     rows=len(rows),
                     idle=float(source.idle_for() >= (training.idle_timeout_seconds or float("inf"))),
                     stop=float(self.stop_requested.is_set()),
-                    checkpoint_due=float(bool(every_s) and time.monotonic() - last_checkpoint >= (every_s or 0)),
+                    checkpoint_due=float((bool(every_s) and time.monotonic() - last_checkpoint >= (every_s or 0))
+                                         or source.unacknowledged >= source.unacknowledged_limit()),
                     export_due=float(bool(export_s) and time.monotonic() - last_export >= (export_s or 0)),
                     connection_lost=float(source.connection_lost()),  # read after take(): see Source
+                    unacknowledged=float(source.unacknowledged),
                 )
-                total_rows, idle, stop, checkpoint_due, export_due, lost = self.allreduce(flags.vector())
+                total_rows, idle, stop, checkpoint_due, export_due, lost, unacked = self.allreduce(flags.vector())
+                checkpoint_due = checkpoint_due or unacked >= SUBSCRIPTION_UNACKED_LIMIT
                 if lost:
                     step, global_samples = self._rollback(source, dirty)
                     total_rows, dirty, local_rows = 0, False, committed_local_rows
