@@ -33,6 +33,7 @@ INPUT_ID_PROPERTY = "pulsetrain.input-message-id"
 MODEL_VERSION_PROPERTY = "pulsetrain.model-version"
 NEGATIVE_ACK_DELAY_MS = 1000  # an input whose answer was refused comes back after this long
 PROBABILITY_DECIMALS = 6
+_ANSWER_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # one encoder: json.dumps builds one a call
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,8 @@ def encode_answers(outputs: Mapping[str, npt.NDArray[Any]], version: int, input_
     records = prediction_records(outputs)
     if len(records) != len(input_ids):
         raise ValueError(f"the model returned {len(records)} rows for {len(input_ids)} inputs")
-    return [json.dumps({"inputMessageId": input_id, "modelVersion": version, "prediction": record},
-                       separators=(",", ":"), allow_nan=False).encode()
+    encode = _ANSWER_JSON.encode
+    return [encode({"inputMessageId": input_id, "modelVersion": version, "prediction": record}).encode()
             for input_id, record in zip(input_ids, records, strict=True)]
 
 
