@@ -46,6 +46,13 @@ def pulsetrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[
     return result
 
 
+def start_run(path: Path, state: Path) -> subprocess.Popen[str]:
+    """`pulsetrain run PATH` in the background, its output (stdout and stderr) on a pipe, for Ctrl-C tests."""
+    return subprocess.Popen([*CLI, "run", str(path), "--state-dir", str(state)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 def pipeline_file(tmp_path: Path, **pulsar: Any) -> Path:
     """The example pipeline with a unique topic and the given `source.pulsar` fields."""
     doc = yaml.safe_load(EXAMPLE.read_text())
@@ -188,9 +195,7 @@ def test_ctrl_c_stops_gracefully_and_the_next_run_resumes(pulsar_broker: PulsarU
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(doc))
     publish(path, state, repeat=12)
-    runner = subprocess.Popen([*CLI, "run", str(path), "--state-dir", str(state)], cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    runner = start_run(path, state)
     try:
         wait_until(lambda: list((state / "checkpoints").glob("*.committed")) if (state / "checkpoints").exists()
                    else None, 180, "a committed checkpoint", interval=0.1)
@@ -242,9 +247,7 @@ def test_serving_stage_answers_held_out_digits_after_training_until_ctrl_c(tmp_p
     path = tmp_path / "serving.yaml"
     path.write_text(yaml.safe_dump(doc))
     publish(path, state, repeat=4)
-    runner = subprocess.Popen([*CLI, "run", str(path), "--state-dir", str(state)], cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    runner = start_run(path, state)
     assert runner.stdout is not None
     output = Lines(runner.stdout)
     try:

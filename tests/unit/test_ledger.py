@@ -32,6 +32,16 @@ def test_record_commit_restore_round_trip(tmp_path: Path) -> None:
     assert not restored.is_duplicate(b"d")
 
 
+def test_seen_sorts_a_received_batch_into_duplicates_and_skips(tmp_path: Path) -> None:
+    ledger = Ledger()
+    ledger.record(ids("a"))
+    ledger.commit(tmp_path, "ckpt-1", 0, num_workers=1)  # a: inside a durable checkpoint
+    ledger.record(ids("b"))  # b: trained since
+    duplicates, skip = ledger.seen(ids("a", "b", "c", "d"), also_pending={b"c"})  # c: received, not trained
+    assert duplicates == [0]  # only a is acknowledged and skipped
+    assert skip == {0, 1, 2}  # d is new
+
+
 def test_binary_ids_survive_the_file_format(tmp_path: Path) -> None:
     odd = [b"", b"\x00", bytes(range(256)), b"\xff" * 1000]
     ledger = Ledger()

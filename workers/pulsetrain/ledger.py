@@ -109,11 +109,10 @@ class Ledger:
         every index to skip: those, plus the pending ones and those in `also_pending` (received again)."""
         duplicates: list[int] = []
         skip: set[int] = set()
-        windows, pending = list(self._windows), self._pending
         for index, message_id in enumerate(ids):
-            if message_id in pending or message_id in also_pending:
+            if self.is_pending(message_id) or message_id in also_pending:
                 skip.add(index)
-            elif windows and any(message_id in window for window in windows):
+            elif self.is_duplicate(message_id):
                 duplicates.append(index)
                 skip.add(index)
         return duplicates, skip
