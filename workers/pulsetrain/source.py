@@ -13,7 +13,13 @@ Why `connection_lost` and `rewind`: when the consumer loses its broker (a broker
 the broker hands every unacknowledged message of that consumer to the subscription again, possibly to
 another worker, which cannot know that a peer already trained it. So a lost connection is reported
 (sticky until read) and the trainer rolls the whole gang back to the last commit; `rewind` then drops
-everything received and asks the broker to redeliver this consumer's unacknowledged messages.
+everything received and hands this consumer's unacknowledged messages back to the subscription by closing
+the consumer and subscribing again. Not `redeliver_unacknowledged_messages()`: the client keeps the
+messages already in its receiver queue and hands them out too, while the broker redelivers them to any
+consumer, so 90 of 200 came out twice in a test here. A consumer found disconnected at a rewind is kept
+(the broker has its messages back already, and the client empties its queue when it reconnects), but a
+stale message could slip out of its queue just before that: once it is connected again, it reports a
+lost connection once more, so the gang rolls back again and the consumer is replaced while connected.
 """
 
 from __future__ import annotations
@@ -103,8 +109,9 @@ class Source:
         self._retry_at = 0.0
         self._backoff = 1.0
         self._received: queue.Queue[Received] = queue.Queue()
-        self._closing = threading.Event()
+        self._closing = threading.Event()  # the running receive thread's stop signal (one per thread)
         self._lost = threading.Event()  # the consumer was seen disconnected since the last rewind
+        self._stale = False  # rewound while disconnected: replace the consumer once it is connected again
         self._receiver: threading.Thread | None = None
 
     # -- connection ---------------------------------------------------------------------------
@@ -126,14 +133,17 @@ class Source:
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, 60.0)
             return False
-        self.unavailable, self._backoff = None, 1.0
+        self.unavailable, self._backoff, self._stale = None, 1.0, False
         self.last_message_at = time.monotonic()
         self._start_receiver()
         return True
 
     def _start_receiver(self) -> None:
-        self._closing.clear()
-        self._receiver = threading.Thread(target=self._receive_loop, name="pulsar-receive", daemon=True)
+        assert self.consumer is not None
+        # a fresh stop signal per thread: one that outlived its join (stuck in the client) still stops
+        self._closing = threading.Event()
+        self._receiver = threading.Thread(target=self._receive_loop, args=(self.consumer, self._closing),
+                                          name="pulsar-receive", daemon=True)
         self._receiver.start()
 
     def _stop_receiver(self) -> None:
@@ -157,14 +167,12 @@ class Source:
         return lost
 
     # -- receiving ----------------------------------------------------------------------------
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, consumer: pulsar.Consumer, closing: threading.Event) -> None:
         """Background thread: receive and decode batches ahead of the training loop (bounded)."""
-        consumer = self.consumer
-        assert consumer is not None
-        while not self._closing.is_set():
+        while not closing.is_set():
             if self._received.qsize() >= PREFETCH_BATCHES:
                 self._check_connection(consumer)
-                self._closing.wait(0.002)
+                closing.wait(0.002)
                 continue
             try:
                 messages = list(consumer.batch_receive())
@@ -172,15 +180,15 @@ class Source:
                 self._check_connection(consumer)
                 continue
             except Exception as exc:  # the client raises its own types; it reconnects by itself
-                if self._closing.is_set():
+                if closing.is_set():
                     return
                 self._lost.set()
                 self.unavailable = f"receive failed: {exc}"
                 log.warning(self.unavailable)
-                self._closing.wait(1.0)
+                closing.wait(1.0)
                 continue
             self._check_connection(consumer)  # before any message received after a reconnect is queued
-            if messages:
+            if messages and not closing.is_set():  # a rewind drops what a stopping thread still received
                 payloads = [m.data() for m in messages]
                 message_ids = [m.message_id() for m in messages]
                 item = Received(messages, message_ids, [i.serialize() for i in message_ids],
@@ -193,6 +201,8 @@ class Source:
         While Pulsar is unreachable the reason is in `unavailable` and the idle clock stands still: an
         outage is not the end of a bounded stream, so the gang waits it out (and says so)."""
         connected = self._connect()
+        if connected and self._stale and self.consumer is not None and self.consumer.is_connected():
+            self._lost.set()  # back after a rewind while disconnected: roll back once more (see the module)
         if connected and self.consumer is not None and not self._check_connection(self.consumer):
             if not self.unavailable:
                 self.unavailable = (f"lost the connection to Pulsar at {self.config.source.pulsar.service_url}; "
@@ -304,23 +314,38 @@ class Source:
 
     def rewind(self, ledger: Ledger) -> int:
         """After a gang rollback: forget every received message (buffered, prefetched or trained since
-        the last commit), take `ledger` (the last commit's, merged over all workers), and ask the broker
-        to redeliver this consumer's unacknowledged messages. Returns the number of rows dropped."""
+        the last commit), take `ledger` (the last commit's, merged over all workers), and hand this
+        consumer's unacknowledged messages back to the subscription (see the module docstring for how).
+        Returns the number of rows dropped."""
         self.ledger = ledger
         dropped = len(self.pending)
-        if self.consumer is None:
-            return dropped
         self._stop_receiver()
         while not self._received.empty():
             self._received.get_nowait()
         self.buffer, self.buffered, self.pending = [], 0, {}
-        try:
-            self.consumer.redeliver_unacknowledged_messages()
-        except Exception as exc:  # disconnected: the broker redelivers them when the consumer is back
-            log.info("redelivery request not sent (%s); the broker redelivers on reconnect", exc)
         self.last_message_at = time.monotonic()
+        if self.consumer is None:
+            return dropped  # closed after a failed connection: the broker has its messages back
+        if not self.consumer.is_connected():
+            self._stale = True  # its messages are back with the broker already
+        elif not self._resubscribe():
+            return dropped  # closed: `fill` connects again, with back-off
         self._start_receiver()
         return dropped
+
+    def _resubscribe(self) -> bool:
+        """Close the consumer (the broker hands its unacknowledged messages to the subscription, and what its
+        receiver queue held goes with it) and subscribe again; False, with everything closed, if that fails."""
+        assert self.client is not None and self.consumer is not None
+        try:
+            self.consumer.close()
+            self.consumer = subscribe(self.client, self.config.source.pulsar)
+        except Exception as exc:  # the broker went away meanwhile: start over, as after an outage
+            log.warning("subscribing again after a rollback failed (%s); reconnecting", exc)
+            self.close()
+            return False
+        self._stale = False
+        return True
 
     def close(self) -> None:
         self._stop_receiver()
