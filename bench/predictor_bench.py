@@ -15,7 +15,9 @@ In one run, on the same inputs (held-out digits as raw features, repeated):
    (publish here, receive here), no predictor. An answer makes two hops.
 
 Needs Pulsar: the running test bed's (`python -m tests.cluster up`) or `--service-url`. On the test bed the
-broker, this process and the predictor share the machine's cores; the CPU time each used is shown.
+broker, this process and the predictor share the machine's cores; the CPU time each used is shown. `--pin`
+(test bed only, at least 2 CPUs) puts this process, the in-process runs and the predictor on CPU 0 and the
+broker on the others, as a cluster gives the broker machines of its own.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 import pulsar
 
-from bench.run import broker, cpu_seconds
+from bench.run import broker, cpu_seconds, pin_threads
 from pulsetrain import datasets
 from pulsetrain.config import WorkerConfig, load_config
 from pulsetrain.decode import Decoder
@@ -206,8 +208,26 @@ def main() -> int:
     parser.add_argument("--max-latency-ms", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (model, predictor log)")
+    parser.add_argument("--pin", action="store_true", help="this process and the predictor on CPU 0, the test "
+                        "bed's broker on the others")
     args = parser.parse_args()
     service_url, broker_pid = broker(parser, args.service_url)
+    all_cpus = os.sched_getaffinity(0)
+    if args.pin:
+        if broker_pid is None or len(all_cpus) < 2:
+            parser.error("--pin needs the test bed's broker and at least 2 CPUs")
+        pin_threads(broker_pid, all_cpus - {0})
+        pin_threads(os.getpid(), {0})  # the predictor process inherits it
+        print(f"pinned: this process and the predictor on CPU 0, the broker on {sorted(all_cpus - {0})}",
+              file=sys.stderr)
+    try:
+        return measure(args, service_url, broker_pid)
+    finally:
+        if args.pin and broker_pid is not None:
+            pin_threads(broker_pid, all_cpus)
+
+
+def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = Path(tempfile.mkdtemp(prefix="pulsetrain-predictor-bench-"))
     doc = pipeline(service_url, root, args.max_batch_size, args.max_latency_ms)
@@ -279,13 +299,13 @@ def main() -> int:
         print(f"{label:44} {value:>10} {goal:>8}  {detail}")
     print(f"\npeak run CPU: predictor {predictor_cpu:.1f} s (whole life, start-up included), broker "
           f"{broker_cpu:.1f} s; "
-          f"{os.cpu_count()} cores; predictor exit code {exit_code}")
+          f"{os.cpu_count()} cores{' (pinned)' if args.pin else ''}; predictor exit code {exit_code}")
     if args.json:
         args.json.write_text(json.dumps({
             "inProcessPerSecond": inprocess, "inProcessSinglePerSecond": single, "pulsarPeakPerSecond": peak,
             "ratio": peak / inprocess, "halfRate": rate, "latencyMs": {"p50": p50, "p99": p99},
             "predictorLatencySeconds": {"p50": own[0], "p99": own[1]}, "maxBatchSize": args.max_batch_size,
-            "maxLatencyMs": args.max_latency_ms, "heldOutAccuracy": accuracy,
+            "maxLatencyMs": args.max_latency_ms, "heldOutAccuracy": accuracy, "pinned": args.pin,
             "oneHopLatencyMs": {"p50": hop_p50, "p99": hop_p99}}, indent=2))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)

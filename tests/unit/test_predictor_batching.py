@@ -1,32 +1,11 @@
-"""The micro-batching policy and the padding of batches to a few warmed-up sizes."""
+"""The padding of micro-batches to a few warmed-up sizes (the batching itself: test_predict_collect)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pulsetrain.predict_io import BatchPolicy, batch_shapes, pad_rows, padded_size
-
-POLICY = BatchPolicy(max_size=4, max_latency=0.020, idle_poll=0.1)
-
-
-def test_an_empty_batch_waits_the_idle_poll() -> None:
-    assert POLICY.wait(0, None, now=5.0) == 0.1
-
-
-def test_after_the_first_input_it_waits_only_what_is_left_of_max_latency() -> None:
-    assert POLICY.wait(1, first_at=10.0, now=10.0) == pytest.approx(0.020)
-    assert POLICY.wait(3, first_at=10.0, now=10.015) == pytest.approx(0.005)
-
-
-def test_the_batch_closes_at_max_latency_or_max_size() -> None:
-    assert POLICY.wait(2, first_at=10.0, now=10.020) is None
-    assert POLICY.wait(2, first_at=10.0, now=11.0) is None
-    assert POLICY.wait(4, first_at=10.0, now=10.0) is None  # full: no waiting even with time left
-
-
-def test_a_batch_of_one_closes_at_once() -> None:
-    assert BatchPolicy(max_size=1, max_latency=1.0).wait(1, first_at=0.0, now=0.0) is None
+from pulsetrain.predict_io import batch_shapes, pad_rows, padded_size
 
 
 @pytest.mark.parametrize(("max_size", "shapes"), [

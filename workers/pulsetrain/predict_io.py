@@ -8,7 +8,7 @@ version as properties, the input's partition key as its key (so Key_Shared consu
 the same routing). An input is acknowledged only once the broker confirmed its answer: sends are
 asynchronous, one confirmation per batch (see `Inflight`), and the callback (on the client's thread) only
 appends to a queue the serving loop drains, so nothing on that thread takes a lock or touches the consumer.
-The pure parts (`BatchPolicy`, `batch_shapes`, `pad_rows`, `prediction_records`, `encode_answers`) are
+The pure parts (`batch_shapes`, `pad_rows`, `prediction_records`, `encode_answers`) are
 unit-tested; the rest is thin glue over the client, tested against the real broker.
 """
 
@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,41 +32,29 @@ INPUT_ID_PROPERTY = "pulsetrain.input-message-id"
 """The input's message ID (`str(MessageId)`, e.g. `(12,34,-1,0)`): how answers and duplicates are matched."""
 MODEL_VERSION_PROPERTY = "pulsetrain.model-version"
 NEGATIVE_ACK_DELAY_MS = 1000  # an input whose answer was refused comes back after this long
+IDLE_POLL_SECONDS = 0.1  # how long to wait for a batch's first input before looking at stop requests and new models
 PROBABILITY_DECIMALS = 6
 _ANSWER_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # one encoder: json.dumps builds one a call
 
 
-@dataclass(frozen=True)
-class BatchPolicy:
-    """When a micro-batch is complete. Times are seconds on one monotonic clock."""
-
-    max_size: int
-    max_latency: float
-    idle_poll: float = 0.1
-    """How long to wait for a batch's first input before the loop looks at stop requests and new models."""
-
-    def wait(self, count: int, first_at: float | None, now: float) -> float | None:
-        """Seconds to wait for the next input, or None: the batch of `count` inputs is complete."""
-        if count >= self.max_size:
-            return None
-        if count == 0 or first_at is None:
-            return self.idle_poll
-        remaining = first_at + self.max_latency - now
-        return remaining if remaining > 0 else None
+def batch_receive_policy(serving: ServingConfig) -> pulsar.ConsumerBatchReceivePolicy:
+    """What one `batch_receive` after a batch's first input takes: up to `maxBatchSize - 1` more inputs, waiting
+    at most `maxLatencyMs` for them (the client returns as soon as they are there)."""
+    return pulsar.ConsumerBatchReceivePolicy(max(1, serving.max_batch_size - 1), -1, serving.max_latency_ms)
 
 
-def collect(consumer: pulsar.Consumer, policy: BatchPolicy,
-            clock: Callable[[], float] = time.monotonic) -> list[pulsar.Message]:
-    """One micro-batch from `consumer` as `policy` says; empty when no input came within `idle_poll`."""
-    messages: list[pulsar.Message] = []
-    first_at: float | None = None
-    while (wait := policy.wait(len(messages), first_at, clock())) is not None:
-        try:
-            messages.append(consumer.receive(timeout_millis=max(1, math.ceil(wait * 1000))))
-        except pulsar.Timeout:
-            return messages
-        first_at = first_at or clock()
-    return messages
+def collect(consumer: pulsar.Consumer, max_size: int, idle_poll: float = IDLE_POLL_SECONDS) -> list[pulsar.Message]:
+    """One micro-batch from `consumer` (opened by `open_inputs`): up to `max_size` inputs, the first waited for up
+    to `idle_poll` seconds (empty when none came), the rest taken in one call within `maxLatencyMs` of it.
+
+    One `batch_receive` instead of one `receive` per input: the client fills the batch on its own thread."""
+    try:
+        first = consumer.receive(timeout_millis=max(1, math.ceil(idle_poll * 1000)))
+    except pulsar.Timeout:
+        return []
+    if max_size == 1:
+        return [first]
+    return [first, *consumer.batch_receive()]
 
 
 def batch_shapes(max_size: int) -> list[int]:
@@ -165,6 +153,7 @@ def open_inputs(client: pulsar.Client, serving: ServingConfig) -> pulsar.Consume
         receiver_queue_size=min(max(4 * serving.max_batch_size, 100), 10_000),
         negative_ack_redelivery_delay_ms=NEGATIVE_ACK_DELAY_MS,
         batch_index_ack_enabled=True,
+        batch_receive_policy=batch_receive_policy(serving),
     )
 
 

@@ -58,7 +58,6 @@ from pulsetrain.hooks import load_hook
 from pulsetrain.http_server import serve
 from pulsetrain.model_watcher import LoadedModel, ModelWatcher, load_model
 from pulsetrain.predict_io import (
-    BatchPolicy,
     Inflight,
     answer_properties,
     batch_shapes,
@@ -144,7 +143,6 @@ class Predictor:
                                                loader=functools.partial(load_model, warm_sizes=shapes))
         self.decoder = Decoder(config.data, features_only=True)
         self.preprocess = load_hook(config.model.preprocess, "model.preprocess") if config.model.preprocess else None
-        self.policy = BatchPolicy(serving.max_batch_size, serving.max_latency_ms / 1000)
         self.inflight = Inflight()
         self.max_inflight = max_inflight(serving)
         self.model: LoadedModel | None = None
@@ -233,7 +231,7 @@ class Predictor:
             model = self.watcher.take()
             if model is not None:
                 self._install(model)
-            messages = collect(self.consumer, self.policy)
+            messages = collect(self.consumer, self.serving.max_batch_size)
             self._confirmations()
             if messages:
                 self._answer(messages)
