@@ -219,8 +219,8 @@ class Trainer:
         committed but whose acknowledgement the broker lost is skipped here too; then rewind the
         consumer. When nothing was trained since the last commit (`dirty` is the same on every worker),
         the model stays. Returns the step and gang-wide sample count gone back to."""
-        step, ledger = self.store.restore(self.config.training.keep_checkpoints, variables=dirty)
-        if dirty and step is None:
+        committed, ledger = self.store.restore(self.config.training.keep_checkpoints, variables=dirty)
+        if dirty and committed is None:
             self.checkpoint.read(self._initial_state).assert_existing_objects_matched()
         self._restore_totals()
         step, samples = int(self.step.numpy()), int(self.saved_totals.numpy()[0])
@@ -228,8 +228,9 @@ class Trainer:
         if not dirty and not dropped:  # during an outage this repeats every iteration; nothing to say
             return step, samples
         self.telemetry.rolled_back(step, samples)
-        log.warning("a consumer lost its connection to Pulsar: the gang went back to step %d (the last commit); "
-                    "%d message(s) this worker had received since then will be redelivered", step, dropped)
+        log.warning("a consumer lost its connection to Pulsar: the gang went back to step %d (%s); %d message(s) "
+                    "this worker had received since then will be redelivered", step,
+                    "the last commit" if committed is not None else "its start: nothing was committed yet", dropped)
         return step, samples
 
     def _export(self, step: int, metrics: dict[str, float]) -> None:
