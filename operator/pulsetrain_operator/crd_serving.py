@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pulsetrain import config_model as worker
 from pulsetrain_operator import defaults
-from pulsetrain_operator.crd import (
+from pulsetrain_operator.crd_schema import (
     SUBSCRIPTION_PATTERN,
     TOPIC_PATTERN,
     Schema,

@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import Final
 
 from pulsetrain.progress_doc import STATES
-from pulsetrain_operator.crd import Schema, _array, _choice, _int, _map, _number, _object, _string
+from pulsetrain_operator.crd_schema import (
+    Schema,
+    _array,
+    _choice,
+    _int,
+    _map,
+    _number,
+    _object,
+    _string,
+)
 
 PHASES: Final = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
 """Every value of `status.phase`."""

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from pulsetrain.config import ConfigError, load_config
-from pulsetrain_operator import crd
+from pulsetrain_operator import crd, crd_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_MANIFEST = "manifests/crd/trainingpipelines.pulsetrain.dev.yaml"
@@ -214,10 +214,10 @@ def test_operator_defaults_are_published() -> None:
 def test_a_renamed_worker_field_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
     from pulsetrain.config_model import ModelConfig
 
-    renamed = {**crd._attribute_docs(ModelConfig), "num_classes": "`classes`: number of classes."}
-    monkeypatch.setattr(crd, "_attribute_docs", lambda cls: renamed)
+    renamed = {**crd_schema._attribute_docs(ModelConfig), "num_classes": "`classes`: number of classes."}
+    monkeypatch.setattr(crd_schema, "_attribute_docs", lambda cls: renamed)
     with pytest.raises(ValueError, match="does not start with `numClasses`"):
-        crd._doc(ModelConfig, "num_classes")
+        crd_schema._doc(ModelConfig, "num_classes")
 
 
 # --- the samples ----------------------------------------------------------------------------------------
