@@ -41,8 +41,9 @@ from bench.run import broker, cpu_seconds, pin_threads
 from pulsetrain import datasets
 from pulsetrain.config import WorkerConfig, load_config
 from pulsetrain.decode import Decoder
+from pulsetrain.exposition import Histogram
 from pulsetrain.predict_io import batch_shapes, pad_rows, padded_size
-from pulsetrain.predict_telemetry import LATENCY_BUCKETS, Histogram
+from pulsetrain.predict_telemetry import LATENCY_BUCKETS
 from tests.integration.predictor_support import PredictorProcess, send_inputs
 from tests.support import free_port
 

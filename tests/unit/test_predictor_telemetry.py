@@ -8,9 +8,10 @@ import urllib.request
 
 import pytest
 
+from pulsetrain.exposition import Histogram
 from pulsetrain.http_server import serve
 from pulsetrain.predict_progress import NOT_READY, PredictorProgress
-from pulsetrain.predict_telemetry import Histogram, PredictorTelemetry
+from pulsetrain.predict_telemetry import PredictorTelemetry
 
 
 class Clock:

@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from pulsetrain.exposition import escape_label, format_value
 from pulsetrain.progress_doc import ProgressDocument, parse_rfc3339
-from pulsetrain.telemetry import Telemetry, escape_label, format_value, reason_kind
+from pulsetrain.telemetry import Telemetry, reason_kind
 
 
 class FakeClock:

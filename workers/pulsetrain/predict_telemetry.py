@@ -10,64 +10,22 @@ labels on every sample). Histograms have fixed buckets, so Prometheus can aggreg
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 
 from pulsetrain import __version__
+from pulsetrain.exposition import Exposition, Histogram
 from pulsetrain.predict_progress import PREDICTOR_STATES, PredictorProgress, PredictorState
 from pulsetrain.progress_doc import DeadLettered, rfc3339
-from pulsetrain.telemetry import escape_label, format_value, reason_kind
+from pulsetrain.telemetry import reason_kind
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0, 30.0)
 """Seconds from an input's publish time to its answer's confirmation: dense around the default 20 ms batching."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-
-class Histogram:
-    """Counts per bucket (`le` upper bounds, then +Inf), sum and count. Not locked: its owner locks."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        if list(bounds) != sorted(set(bounds)) or not bounds:
-            raise ValueError("bucket bounds must be distinct and ascending")
-        self.bounds = tuple(float(b) for b in bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(`le` label, cumulative count) per bucket, ending with `+Inf`: the text format's `_bucket` samples."""
-        out, running = [], 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += count
-            out.append((format_value(bound), running))
-        return out
-
-    def quantile(self, q: float) -> float | None:
-        """Estimated `q` quantile, interpolated inside its bucket as Prometheus' `histogram_quantile` does;
-        None without observations; the largest finite bound when it falls in the +Inf bucket."""
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quantile {q} is outside 0..1")
-        if self.count == 0:
-            return None
-        rank, running = q * self.count, 0
-        for i, count in enumerate(self.counts):
-            if count and running + count >= rank:
-                if i == len(self.bounds):
-                    return self.bounds[-1]
-                low = self.bounds[i - 1] if i else 0.0
-                return low + (self.bounds[i] - low) * max(rank - running, 0.0) / count
-            running += count
-        return self.bounds[-1]
 
 
 class PredictorTelemetry:
@@ -179,69 +137,34 @@ class PredictorTelemetry:
     def prometheus_text(self) -> str:
         """Every metric in Prometheus text exposition format 0.0.4."""
         with self._lock:
-            out = _Text({"pipeline": self.pipeline, "namespace": self.namespace, "replica": self.replica})
+            out = Exposition({"pipeline": self.pipeline, "namespace": self.namespace, "replica": self.replica})
             model = self._model
-            out.gauge("pulsetrain_predictor_info", "Predictor identity; always 1.", [({"version": self.version}, 1)])
-            out.gauge("pulsetrain_predictor_state", "1 for the replica's current state, 0 for the others.",
-                      [({"state": s}, int(s == self._state)) for s in PREDICTOR_STATES])
-            out.gauge("pulsetrain_predictor_model_version", "Model version answering now.",
-                      [({}, model[0])] if model else [])
-            out.counter("pulsetrain_predictor_model_swaps_total", "Model versions swapped in after the first.",
-                        [({}, self._swaps)])
-            out.counter("pulsetrain_predictor_messages_received_total", "Input messages received.",
-                        [({}, self._received)])
-            out.counter("pulsetrain_predictor_predictions_total", "Answers published and confirmed by the broker.",
-                        [({}, self._predictions)])
-            out.gauge("pulsetrain_predictor_predictions_per_second",
-                      f"Answers confirmed per second over the last {self.window:g} s.", [({}, self._rate())])
-            out.counter("pulsetrain_predictor_messages_acknowledged_total",
-                        "Inputs acknowledged (answered or dead-lettered).", [({}, self._acknowledged)])
-            out.counter("pulsetrain_predictor_messages_dead_lettered_total",
-                        "Inputs sent to the dead-letter topic, by reason kind.",
-                        [({"reason": kind}, n) for kind, n in sorted(self._dead.items())])
-            out.counter("pulsetrain_predictor_send_failures_total",
-                        "Answers the broker did not confirm (their inputs are redelivered).",
-                        [({}, self._send_failures)])
-            out.histogram("pulsetrain_predictor_latency_seconds",
-                          "Input publish time to answer confirmed by the broker.", self.latency)
-            out.histogram("pulsetrain_predictor_batch_size", "Inputs per model call.", self.batch_size)
-            out.histogram("pulsetrain_predictor_inference_seconds", "Duration of one model call.", self.inference)
-            out.gauge("pulsetrain_predictor_start_time_seconds", "Unix time the replica started.",
-                      [({}, self._started)])
+            prefix = "pulsetrain_predictor_"
+            out.family(f"{prefix}info", "gauge", "Predictor identity; always 1.", [({"version": self.version}, 1)])
+            out.family(f"{prefix}state", "gauge", "1 for the replica's current state, 0 for the others.",
+                       [({"state": s}, int(s == self._state)) for s in PREDICTOR_STATES])
+            out.family(f"{prefix}model_version", "gauge", "Model version answering now.",
+                       [({}, model[0])] if model else [])
+            out.family(f"{prefix}model_swaps_total", "counter", "Model versions swapped in after the first.",
+                       [({}, self._swaps)])
+            out.family(f"{prefix}messages_received_total", "counter", "Input messages received.",
+                       [({}, self._received)])
+            out.family(f"{prefix}predictions_total", "counter", "Answers published and confirmed by the broker.",
+                       [({}, self._predictions)])
+            out.family(f"{prefix}predictions_per_second", "gauge",
+                       f"Answers confirmed per second over the last {self.window:g} s.", [({}, self._rate())])
+            out.family(f"{prefix}messages_acknowledged_total", "counter",
+                       "Inputs acknowledged (answered or dead-lettered).", [({}, self._acknowledged)])
+            out.family(f"{prefix}messages_dead_lettered_total", "counter",
+                       "Inputs sent to the dead-letter topic, by reason kind.",
+                       [({"reason": kind}, n) for kind, n in sorted(self._dead.items())])
+            out.family(f"{prefix}send_failures_total", "counter",
+                       "Answers the broker did not confirm (their inputs are redelivered).",
+                       [({}, self._send_failures)])
+            out.histogram(f"{prefix}latency_seconds", "Input publish time to answer confirmed by the broker.",
+                          self.latency)
+            out.histogram(f"{prefix}batch_size", "Inputs per model call.", self.batch_size)
+            out.histogram(f"{prefix}inference_seconds", "Duration of one model call.", self.inference)
+            out.family(f"{prefix}start_time_seconds", "gauge", "Unix time the replica started.",
+                       [({}, self._started)])
             return out.text()
-
-
-class _Text:
-    """Metric families as exposition text; `common` labels go on every sample."""
-
-    def __init__(self, common: Mapping[str, str]) -> None:
-        self.common = common
-        self.lines: list[str] = []
-
-    def _head(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-
-    def _sample(self, name: str, labels: Mapping[str, str], value: float) -> None:
-        rendered = ",".join(f'{k}="{escape_label(v)}"' for k, v in {**self.common, **labels}.items())
-        self.lines.append(f"{name}{{{rendered}}} {format_value(value)}")
-
-    def gauge(self, name: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]) -> None:
-        self._head(name, "gauge", help_text)
-        for labels, value in samples:
-            self._sample(name, labels, value)
-
-    def counter(self, name: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]) -> None:
-        self._head(name, "counter", help_text)
-        for labels, value in samples:
-            self._sample(name, labels, value)
-
-    def histogram(self, name: str, help_text: str, histogram: Histogram) -> None:
-        self._head(name, "histogram", help_text)
-        for le, count in histogram.cumulative():
-            self._sample(f"{name}_bucket", {"le": le}, count)
-        self._sample(f"{name}_sum", {}, histogram.sum)
-        self._sample(f"{name}_count", {}, histogram.count)
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"

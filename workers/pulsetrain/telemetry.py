@@ -13,31 +13,14 @@ if that is shorter), so it falls to zero when training stalls instead of showing
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 from pulsetrain import __version__
+from pulsetrain.exposition import Exposition
 from pulsetrain.progress_doc import STATES, CheckpointInfo, DeadLettered, ExportInfo, ProgressDocument, State, rfc3339
-
-Labels = Mapping[str, str]
-
-
-def escape_label(value: str) -> str:
-    """A label value as the text format wants it: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if isinstance(value, int) or (value.is_integer() and abs(value) < 2**53):
-        return str(int(value))
-    return repr(float(value))
 
 
 def reason_kind(reason: str) -> str:
@@ -187,7 +170,7 @@ class Telemetry:
         with self._lock:
             now = self._clock()
             ckpt, export = self._checkpoint, self._export
-            out = _Exposition({"pipeline": self.pipeline, "namespace": self.namespace,
+            out = Exposition({"pipeline": self.pipeline, "namespace": self.namespace,
                                "worker": str(self.worker)})
             out.family("pulsetrain_info", "gauge", "Worker identity; always 1.",
                        [({"version": self.version, "chief": str(self.is_chief).lower()}, 1)])
@@ -229,26 +212,3 @@ class Telemetry:
             out.family("pulsetrain_start_time_seconds", "gauge", "Unix time the worker started.",
                        [({}, self._started)])
             return out.text()
-
-
-class _Exposition:
-    """Accumulates metric families as text; `common` labels go on every sample."""
-
-    def __init__(self, common: Labels) -> None:
-        self.common = common
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str,
-               samples: Iterable[tuple[Labels, float | None]]) -> None:
-        escaped = help_text.replace("\\", "\\\\").replace("\n", "\\n")
-        self.lines.append(f"# HELP {name} {escaped}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            if value is None:
-                continue
-            merged = {**self.common, **labels}
-            rendered = ",".join(f'{key}="{escape_label(val)}"' for key, val in merged.items())
-            self.lines.append(f"{name}{{{rendered}}} {format_value(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
