@@ -11,7 +11,9 @@
 Needs Pulsar: the running test bed's (`python -m tests.cluster up`) or `--service-url`. On the test bed
 the broker shares the machine's cores with the workers, so the CPU time it used in each run is shown.
 All runs read one topic, each through a fresh subscription, so they see identical data; the topic is read
-once before the first timed run (`warm_up`), so every Pulsar-fed run finds the broker equally warm.
+once before the first timed run (`warm_up`), so every Pulsar-fed run finds the broker equally warm. The
+in-memory, Pulsar-fed and checkpointing runs take turns for `--repeat` rounds (default 3), and each figure is
+the median of its runs: on this machine one configuration's rate varies by 20% and more from run to run.
 
 `--pin` (test bed only, at least 2 CPUs): every run's workers share CPU 0 and the broker gets the others,
 the way a cluster gives the broker its own machines; without it the broker's work (about 20 µs of CPU per
@@ -155,6 +157,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the runs' directories (logs, summaries)")
     parser.add_argument("--only", nargs="*", help="run only these (memory, pulsar, pulsar+checkpoints, naive)")
     parser.add_argument("--pin", action="store_true", help="workers on CPU 0, the test bed's broker on the others")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the in-memory and Pulsar-fed runs, taking "
+                        "turns; each figure is the median (default 3)")
     args = parser.parse_args()
     service_url, broker_pid = broker(parser, args.service_url)
     all_cpus = os.sched_getaffinity(0)
@@ -191,31 +195,38 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
     warm_up(client, topic, total)
     client.close()
 
-    results: dict[str, float] = {}
-    broker_cpu: dict[str, float] = {}
+    runs: dict[str, list[float]] = {}
+    broker_cpu: dict[str, list[float]] = {}
     root = Path(tempfile.mkdtemp(prefix="pulsetrain-bench-"))  # kept when a run fails, for its logs
     never = 10**9
-    for name, mode, every in (("memory", "memory", never), ("pulsar", "pulsar", never),
-                              ("pulsar+checkpoints", "pulsar", 100), ("naive", "naive", never)):
+    # the baselines and the Pulsar-fed runs take turns, `--repeat` rounds: the machine's speed drifts by 20%
+    # and more between runs a minute apart, and a drift should not fall on one side of a ratio
+    plan = [*[("memory", "memory", never), ("pulsar", "pulsar", never), ("pulsar+checkpoints", "pulsar", 100)]
+            * args.repeat, ("naive", "naive", never)]
+    for index, (name, mode, every) in enumerate(plan):
         if args.only and name not in args.only:
             continue
         started = time.monotonic()
-        doc = worker_config(service_url, topic, root / name, args.batch, every, total)
+        doc = worker_config(service_url, topic, root / f"{index}-{name}", args.batch, every, total)
         broker_before = cpu_seconds(broker_pid)
-        results[name] = run_gang(mode, doc, root / name, args.workers, rows_per_worker)
+        rate = run_gang(mode, doc, root / f"{index}-{name}", args.workers, rows_per_worker)
         wall = time.monotonic() - started
-        broker_cpu[name] = cpu_seconds(broker_pid) - broker_before
-        print(f"  {name}: {results[name]:,.0f} samples/s per worker ({wall:.0f}s; the broker used "
-              f"{broker_cpu[name]:.1f} CPU-s = {broker_cpu[name] / (wall * (os.cpu_count() or 1)):.0%} of the "
-              f"machine)", file=sys.stderr)
+        used = cpu_seconds(broker_pid) - broker_before
+        runs.setdefault(name, []).append(rate)
+        broker_cpu.setdefault(name, []).append(used)
+        print(f"  {name}: {rate:,.0f} samples/s per worker ({wall:.0f}s; the broker used "
+              f"{used:.1f} CPU-s = {used / (wall * (os.cpu_count() or 1)):.0%} of the machine)", file=sys.stderr)
+    results = {name: float(np.median(rates)) for name, rates in runs.items()}
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     if args.only:
         return 0
     raw_rate, json_rate = decode_rates(args.batch)
+    spread = {name: f"{min(rates):,.0f}-{max(rates):,.0f}" for name, rates in runs.items()}
     rows = [
         ("ingestion: Pulsar-fed / in-memory", results["pulsar"] / results["memory"], ">= 0.90",
-         f"{results['pulsar']:,.0f} vs {results['memory']:,.0f} samples/s/worker"),
+         f"{results['pulsar']:,.0f} vs {results['memory']:,.0f} samples/s/worker (medians of {args.repeat}: "
+         f"{spread['pulsar']} vs {spread['memory']})"),
         ("ingestion: Pulsar-fed / naive from_generator", results["pulsar"] / results["naive"], ">= 5.0",
          f"{results['pulsar']:,.0f} vs {results['naive']:,.0f} samples/s/worker"),
         ("checkpoint every 100 steps: overhead", 1 - results["pulsar+checkpoints"] / results["pulsar"], "<= 0.05",
@@ -226,7 +237,8 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
     for label, value, goal, detail in rows:
         print(f"{label:46} {value:12.3f} {goal:>10}  {detail}")
     if args.json:
-        args.json.write_text(json.dumps({"samplesPerSecondPerWorker": results, "brokerCpuSeconds": broker_cpu,
+        args.json.write_text(json.dumps({"samplesPerSecondPerWorker": results, "runs": runs,
+                                         "brokerCpuSeconds": broker_cpu,
                                          "decodeRawPerSecond": raw_rate,
                                          "decodeJsonPerSecond": json_rate}, indent=2))
     return 0
