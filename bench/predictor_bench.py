@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pulsar
 
-from bench.run import broker, cpu_seconds, pin_threads
+from bench.run import broker, broker_pinned, cpu_seconds, pin_threads
 from pulsetrain import datasets
 from pulsetrain.config import WorkerConfig, load_config
 from pulsetrain.decode import Decoder
@@ -213,19 +213,11 @@ def main() -> int:
                         "bed's broker on the others")
     args = parser.parse_args()
     service_url, broker_pid = broker(parser, args.service_url)
-    all_cpus = os.sched_getaffinity(0)
-    if args.pin:
-        if broker_pid is None or len(all_cpus) < 2:
-            parser.error("--pin needs the test bed's broker and at least 2 CPUs")
-        pin_threads(broker_pid, all_cpus - {0})
-        pin_threads(os.getpid(), {0})  # the predictor process inherits it
-        print(f"pinned: this process and the predictor on CPU 0, the broker on {sorted(all_cpus - {0})}",
-              file=sys.stderr)
-    try:
+    with broker_pinned(parser, broker_pid, args.pin):
+        if args.pin:
+            pin_threads(os.getpid(), {0})  # the predictor process inherits it
+            print("pinned: this process and the predictor on CPU 0, the broker on the others", file=sys.stderr)
         return measure(args, service_url, broker_pid)
-    finally:
-        if args.pin and broker_pid is not None:
-            pin_threads(broker_pid, all_cpus)
 
 
 def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) -> int:

@@ -32,6 +32,7 @@ import tempfile
 import time
 import timeit
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,23 @@ def pin_threads(pid: int, cpus: set[int]) -> None:
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
             os.sched_setaffinity(int(task.name), cpus)
+
+
+@contextlib.contextmanager
+def broker_pinned(parser: argparse.ArgumentParser, broker_pid: int | None, pin: bool) -> Iterator[None]:
+    """With `pin` (`--pin`), the test bed's broker runs on every CPU but 0 while the block runs, and on all of
+    them again after; the caller puts its own work on CPU 0."""
+    all_cpus = os.sched_getaffinity(0)
+    if not pin:
+        yield
+        return
+    if broker_pid is None or len(all_cpus) < 2:
+        parser.error("--pin needs the test bed's broker and at least 2 CPUs")
+    pin_threads(broker_pid, all_cpus - {0})
+    try:
+        yield
+    finally:
+        pin_threads(broker_pid, all_cpus)
 
 
 def run_gang(mode: str, doc: dict[str, Any], root: Path, workers: int, rows_per_worker: int) -> float:
@@ -161,19 +179,11 @@ def main() -> int:
                         "turns; each figure is the median (default 3)")
     args = parser.parse_args()
     service_url, broker_pid = broker(parser, args.service_url)
-    all_cpus = os.sched_getaffinity(0)
-    if args.pin:
-        if broker_pid is None or len(all_cpus) < 2:
-            parser.error("--pin needs the test bed's broker and at least 2 CPUs")
-        assert broker_pid is not None
-        pin_threads(broker_pid, all_cpus - {0})
-        os.environ["PULSETRAIN_BENCH_CPUS"] = "0"
-        print(f"pinned: workers on CPU 0, the broker on {sorted(all_cpus - {0})}", file=sys.stderr)
-    try:
+    with broker_pinned(parser, broker_pid, args.pin):
+        if args.pin:
+            os.environ["PULSETRAIN_BENCH_CPUS"] = "0"
+            print("pinned: workers on CPU 0, the broker on the others", file=sys.stderr)
         return measure(args, service_url, broker_pid)
-    finally:
-        if args.pin and broker_pid is not None:
-            pin_threads(broker_pid, all_cpus)
 
 
 def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) -> int:
