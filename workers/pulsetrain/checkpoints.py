@@ -3,8 +3,14 @@
 A checkpoint is *committed* when (1) all workers took part in saving it (the chief writes the real one,
 the others write to a scratch directory they delete, as MultiWorkerMirroredStrategy requires), (2)
 every worker wrote its ledger of covered message IDs beside it, and (3) the chief wrote the
-`{name}.committed` marker after a barrier. Restore picks the newest committed checkpoint, so a crash
-anywhere in between falls back to the previous one, whose messages were not acknowledged yet.
+`{name}.committed` marker after a barrier, once `find_retrained` found no message in it twice. Restore
+picks the newest committed checkpoint, so a crash anywhere in between (or a refused commit) falls back
+to the previous one, whose messages were not acknowledged yet.
+
+Why not `tf.train.CheckpointManager`: it deletes the oldest checkpoint the moment a new one is saved,
+committed or not, so with `keepCheckpoints: 1` a crash before the marker (or a refused commit) would leave
+no committed checkpoint at all while its messages were already acknowledged. Here checkpoints are written
+with `Checkpoint.write`, and `tidy` keeps the newest `keep` *committed* ones and deletes everything else.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pulsetrain.ledger import Ledger
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d+)\.committed$")
+_FILES = re.compile(r"^(?P<name>ckpt-\d+)(\.index|\.data-\d+-of-\d+|\.committed)$")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -37,8 +44,7 @@ class CheckpointStore:
         self.directory, self.worker_index, self.is_chief = directory, worker_index, is_chief
         directory.mkdir(parents=True, exist_ok=True)
         self.write_dir = directory if is_chief else directory / f".worker-{worker_index}-scratch"
-        self.manager = tf.train.CheckpointManager(checkpoint, str(self.write_dir), max_to_keep=keep,
-                                                  checkpoint_name="ckpt")
+        self.keep = keep
         self.checkpoint = checkpoint
 
     def committed(self) -> list[int]:
@@ -61,15 +67,17 @@ class CheckpointStore:
                 log.warning("skipping checkpoint %s: %s", name, exc)
                 continue
             if variables:
-                self.checkpoint.restore(str(self.directory / name)).assert_existing_objects_matched()
+                self.checkpoint.read(str(self.directory / name)).assert_existing_objects_matched()
                 log.info("restored %s", self.directory / name)
             return step, ledger
         return None, Ledger(keep_windows)
 
     def save(self, step: int) -> str:
         """Every worker calls this at the same step; returns the checkpoint's name (`ckpt-{step}`)."""
-        path = self.manager.save(checkpoint_number=step)
-        return Path(path).name
+        name = f"ckpt-{step}"
+        self.write_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint.write(str(self.write_dir / name))
+        return name
 
     def mark_committed(self, name: str) -> None:
         """The chief's last act of a commit, after every ledger is written."""
@@ -77,13 +85,18 @@ class CheckpointStore:
         marker.write_text("committed\n")
         _fsync_dir(self.directory)
 
-    def tidy(self) -> None:
-        """Drop scratch checkpoints (non-chief) and the ledgers/markers of checkpoints the manager deleted."""
+    def tidy(self) -> list[str]:
+        """Drop scratch checkpoints (non-chief); on the chief, delete every checkpoint (files, marker, ledgers)
+        but the newest `keep` committed ones, uncommitted leftovers included. Returns the names deleted."""
         if not self.is_chief:
             shutil.rmtree(self.write_dir, ignore_errors=True)
-            return
-        alive = {Path(p).name for p in self.manager.checkpoints}
-        for path in self.directory.glob("ckpt-*.committed"):
-            if path.name.removesuffix(".committed") not in alive:
+            return []
+        alive = {f"ckpt-{step}" for step in self.committed()[-self.keep:]}
+        deleted: set[str] = set()
+        for path in self.directory.iterdir():
+            match = _FILES.match(path.name)
+            if match and match.group("name") not in alive:
                 path.unlink(missing_ok=True)
+                deleted.add(match.group("name"))
         Ledger.prune(self.directory, alive)
+        return sorted(deleted)

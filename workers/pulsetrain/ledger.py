@@ -17,10 +17,19 @@ the IDs of the last `keep_windows` checkpoint windows (default 3), and every fil
 windows its writer retains, so that they survive restarts too. A window in which this worker trained
 on nothing is not kept, so idle checkpoints do not push real windows out.
 
+Why `find_retrained`: a commit is checked before it is marked. The chief reads every worker's file of
+the checkpoint and refuses the commit if a message in one worker's new window is also in another worker's
+new window, or in any window already committed. Rollbacks after a lost connection are meant to make that
+impossible, but they depend on seeing the disconnection, and a consumer that lost its broker and got it
+back between two looks would go unnoticed while the broker gave its messages to a peer. The check makes
+"trained twice" something a commit can never contain (within the kept windows), whatever the cause.
+
 IDs are opaque bytes (`pulsar.MessageId.serialize()`), so this module needs no Pulsar library.
 The file format (little-endian): magic `PTLEDGER`, version u16, worker index u32, number of workers
-u32, number of windows u32; then per window an ID count u32 and each ID as length u32 plus bytes;
-then a CRC-32 u32 of everything before it. Truncated or corrupt files are rejected, naming the file.
+u32, number of windows u32, and (version 2) a u32 that is 1 when the last window is this commit's new
+one; then per window an ID count u32 and each ID as length u32 plus bytes; then a CRC-32 u32 of
+everything before it. Version 1 files (no new-window flag) are still read. Truncated or corrupt files
+are rejected, naming the file.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Ledger", "LedgerError", "MissingLedger", "ledger_path"]
+__all__ = ["Ledger", "LedgerError", "MissingLedger", "Retrained", "find_retrained", "ledger_path"]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +52,10 @@ _FILE = re.compile(r"^\.?(?P<name>.+)\.ledger-(?P<index>\d+)(?P<tmp>\.tmp\.\d+)?
 
 
 MAGIC = b"PTLEDGER"
-VERSION = 1
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<8sHIII")
+_FRESH = struct.Struct("<I")  # version 2: whether the last window is the commit's new one
 _U32 = struct.Struct("<I")
 
 
@@ -67,6 +78,17 @@ class LedgerFile:
     worker_index: int
     num_workers: int
     windows: tuple[frozenset[bytes], ...]  # oldest first
+    fresh: bool = False  # the last window holds what the writer trained since its previous commit
+
+    @property
+    def new_ids(self) -> frozenset[bytes]:
+        """The IDs this commit adds (none when the writer trained nothing, or for a version 1 file)."""
+        return self.windows[-1] if self.fresh else frozenset()
+
+    @property
+    def committed_ids(self) -> frozenset[bytes]:
+        """The IDs of the windows the writer kept from earlier commits."""
+        return frozenset().union(*(self.windows[:-1] if self.fresh else self.windows))
 
 
 def ledger_path(checkpoint_dir: Path, checkpoint_name: str, worker_index: int) -> Path:
@@ -150,7 +172,7 @@ class Ledger:
         windows = windows[-self.keep_windows:]
         path = ledger_path(checkpoint_dir, checkpoint_name, worker_index)
         write_ledger(path, LedgerFile(worker_index=worker_index, num_workers=num_workers,
-                                      windows=tuple(windows)))
+                                      windows=tuple(windows), fresh=bool(window)))
         acknowledge = list(self._pending)
         self._windows = deque(windows, maxlen=self.keep_windows)
         self._pending = {}
@@ -167,27 +189,7 @@ class Ledger:
         newest. Raises `MissingLedger` when a writer's file is absent, `LedgerError` when one is
         corrupt or the files disagree.
         """
-        files = _ledger_files(Path(checkpoint_dir), checkpoint_name)
-        if not files:
-            raise MissingLedger(f"checkpoint {checkpoint_name!r} in {checkpoint_dir}: no ledger files "
-                                f"({checkpoint_name}.ledger-N); the checkpoint is incomplete")
-        loaded = {index: read_ledger(path) for index, path in sorted(files.items())}
-        sizes = {f.num_workers for f in loaded.values()}
-        if len(sizes) != 1:
-            raise LedgerError(f"checkpoint {checkpoint_name!r} in {checkpoint_dir}: ledger files disagree "
-                              f"on the number of workers ({sorted(sizes)})")
-        (size,) = sizes
-        for index, f in loaded.items():
-            if f.worker_index != index:
-                raise LedgerError(f"{files[index]}: written by worker {f.worker_index}, "
-                                  f"but the name says worker {index}")
-        missing = [ledger_path(checkpoint_dir, checkpoint_name, i).name for i in range(size)
-                   if i not in loaded]
-        extra = sorted(i for i in loaded if i >= size)
-        if missing or extra:
-            raise MissingLedger(f"checkpoint {checkpoint_name!r} in {checkpoint_dir}: written by {size} "
-                                f"worker(s) but missing {missing or 'none'}, unexpected workers "
-                                f"{extra or 'none'}; the checkpoint is incomplete")
+        loaded = read_checkpoint_ledgers(Path(checkpoint_dir), checkpoint_name)
         ledger = cls(keep_windows)
         depth = min(keep_windows, max(len(f.windows) for f in loaded.values()))
         merged: list[frozenset[bytes]] = []
@@ -203,7 +205,7 @@ class Ledger:
     def prune(checkpoint_dir: Path, keep: set[str]) -> list[Path]:
         """Delete ledger files (and leftover temporary files) of checkpoints not named in `keep`.
 
-        Returns the paths deleted. Call it after the checkpoint manager has deleted old checkpoints.
+        Returns the paths deleted. Call it after the checkpoints themselves are deleted.
         """
         removed: list[Path] = []
         for path in sorted(Path(checkpoint_dir).iterdir()):
@@ -217,6 +219,63 @@ class Ledger:
         if removed:
             log.info("pruned %d ledger file(s) of deleted checkpoints in %s", len(removed), checkpoint_dir)
         return removed
+
+
+def read_checkpoint_ledgers(checkpoint_dir: Path, checkpoint_name: str) -> dict[int, LedgerFile]:
+    """Every worker's ledger file of a checkpoint, by worker index, checked to fit together: raises
+    `MissingLedger` when a writer's file is absent, `LedgerError` when one is corrupt or they disagree."""
+    files = _ledger_files(checkpoint_dir, checkpoint_name)
+    if not files:
+        raise MissingLedger(f"checkpoint {checkpoint_name!r} in {checkpoint_dir}: no ledger files "
+                            f"({checkpoint_name}.ledger-N); the checkpoint is incomplete")
+    loaded = {index: read_ledger(path) for index, path in sorted(files.items())}
+    sizes = {f.num_workers for f in loaded.values()}
+    if len(sizes) != 1:
+        raise LedgerError(f"checkpoint {checkpoint_name!r} in {checkpoint_dir}: ledger files disagree "
+                          f"on the number of workers ({sorted(sizes)})")
+    (size,) = sizes
+    for index, f in loaded.items():
+        if f.worker_index != index:
+            raise LedgerError(f"{files[index]}: written by worker {f.worker_index}, "
+                              f"but the name says worker {index}")
+    missing = [ledger_path(checkpoint_dir, checkpoint_name, i).name for i in range(size) if i not in loaded]
+    extra = sorted(i for i in loaded if i >= size)
+    if missing or extra:
+        raise MissingLedger(f"checkpoint {checkpoint_name!r} in {checkpoint_dir}: written by {size} "
+                            f"worker(s) but missing {missing or 'none'}, unexpected workers "
+                            f"{extra or 'none'}; the checkpoint is incomplete")
+    return loaded
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """What makes a commit unsafe: messages in a worker's new window that another worker's new window, or a
+    window committed before, holds too (trained twice)."""
+
+    count: int  # distinct message IDs trained twice
+    workers: tuple[int, ...]  # the workers whose new windows hold them
+
+    def describe(self) -> str:
+        return (f"{self.count} message(s) in the new window(s) of worker(s) "
+                f"{', '.join(map(str, self.workers))} were already trained by another worker or in a committed "
+                "window")
+
+
+def find_retrained(checkpoint_dir: Path, checkpoint_name: str) -> Retrained | None:
+    """Check a checkpoint's ledger files before it is marked committed (see the module docstring): None when
+    no message in any worker's new window is in another worker's new window or in a kept committed window."""
+    loaded = read_checkpoint_ledgers(Path(checkpoint_dir), checkpoint_name)
+    committed = frozenset().union(*(f.committed_ids for f in loaded.values()))
+    twice: set[bytes] = set()
+    workers: set[int] = set()
+    owners: dict[bytes, int] = {}
+    for index, f in loaded.items():
+        for message_id in f.new_ids:
+            other = owners.setdefault(message_id, index)
+            if other != index or message_id in committed:
+                twice.add(message_id)
+                workers.update((index, other))
+    return Retrained(len(twice), tuple(sorted(workers))) if twice else None
 
 
 def _ledger_files(checkpoint_dir: Path, checkpoint_name: str) -> dict[int, Path]:
@@ -236,7 +295,7 @@ def _ledger_files(checkpoint_dir: Path, checkpoint_name: str) -> dict[int, Path]
 def write_ledger(path: Path, contents: LedgerFile) -> None:
     """Write atomically: a temporary file beside it, fsync, rename over `path`, fsync the directory."""
     parts = [_HEADER.pack(MAGIC, VERSION, contents.worker_index, contents.num_workers,
-                          len(contents.windows))]
+                          len(contents.windows)), _FRESH.pack(int(contents.fresh))]
     for window in contents.windows:
         parts.append(_U32.pack(len(window)))
         for message_id in sorted(window):
@@ -264,12 +323,18 @@ def read_ledger(path: Path) -> LedgerFile:
     magic, version, worker_index, num_workers, count = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise LedgerError(f"{path}: not a ledger file (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise LedgerError(f"{path}: ledger format version {version} is not supported; allowed {VERSION}")
+    if version not in SUPPORTED_VERSIONS:
+        raise LedgerError(f"{path}: ledger format version {version} is not supported; allowed "
+                          f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
     body, (crc,) = data[:-_U32.size], _U32.unpack_from(data, len(data) - _U32.size)
     if zlib.crc32(body) != crc:
         raise LedgerError(f"{path}: corrupt or truncated ledger file (checksum mismatch)")
-    offset, windows = _HEADER.size, []
+    offset, windows, fresh = _HEADER.size, [], False
+    if version >= 2:
+        if len(body) < offset + _FRESH.size:
+            raise LedgerError(f"{path}: truncated ledger file (no new-window flag)")
+        fresh = bool(_FRESH.unpack_from(body, offset)[0])
+        offset += _FRESH.size
     try:
         for _ in range(count):
             (n,) = _U32.unpack_from(body, offset)
@@ -288,4 +353,6 @@ def read_ledger(path: Path) -> LedgerFile:
                           f"runs past the end)") from None
     if offset != len(body):
         raise LedgerError(f"{path}: corrupt ledger file ({len(body) - offset} unexpected trailing bytes)")
-    return LedgerFile(worker_index=worker_index, num_workers=num_workers, windows=tuple(windows))
+    if fresh and not windows:
+        raise LedgerError(f"{path}: corrupt ledger file (a new window is flagged, but there are no windows)")
+    return LedgerFile(worker_index=worker_index, num_workers=num_workers, windows=tuple(windows), fresh=fresh)

@@ -12,6 +12,9 @@ test can prove each message trained exactly once. When any worker's consumer los
 broker gives that consumer's unacknowledged messages to the subscription again (possibly to a peer that
 cannot know they were trained), so the whole gang rolls back to its last commit (`_rollback`): the
 model, the counters and the merged ledger of that commit, and every consumer asks for redelivery.
+Before the chief marks a commit, it checks the workers' ledgers for a message trained twice
+(`find_retrained`: a disconnection nobody saw); such a commit is refused and the gang rolls back the
+same way, and after MAX_REFUSED_COMMITS refusals in a row the worker fails rather than loop for ever.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tensorflow.core.framework import summary_pb2
 from pulsetrain.checkpoints import CheckpointStore
 from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.export import export
-from pulsetrain.ledger import Ledger
+from pulsetrain.ledger import Ledger, LedgerError, find_retrained
 from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
 from pulsetrain.source import SUBSCRIPTION_UNACKED_LIMIT, Rows, Source
 from pulsetrain.stats import batch_statistics, metric_values, statistic_size
@@ -40,6 +43,7 @@ from pulsetrain.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 COLLECTIVE_TIMEOUT_S = 600
+MAX_REFUSED_COMMITS = 3  # in a row: the same messages keep reaching two workers, which a rollback cannot cure
 SUM = tf.distribute.ReduceOp.SUM
 SUMMARY_EVERY_STEPS = 10
 SCALAR_METADATA = summary_pb2.SummaryMetadata(
@@ -53,6 +57,10 @@ def make_strategy() -> tf.distribute.Strategy:
         timeout_seconds=COLLECTIVE_TIMEOUT_S,
     )
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+class TrainedTwice(RuntimeError):
+    """Commits were refused MAX_REFUSED_COMMITS times in a row because messages were trained twice."""
 
 
 @dataclass(frozen=True)
@@ -198,22 +206,40 @@ class Trainer:
         self.normalizer.set(mean, std)
         log.info("normalisation estimated from %d rows", int(totals[-1]))
 
-    def _commit(self, source: Source, step: int) -> None:
+    def _commit(self, source: Source, step: int) -> str | None:
+        """Checkpoint, ledgers, check, marker, acknowledge (every worker, the same iteration). Returns None, or
+        why the chief refused the commit (the same text on every worker): then the gang must roll back."""
         self.telemetry.set_state("checkpointing")
         self._save_totals()
         name = self.store.save(step)
         self.barrier()  # the chief's checkpoint is written
         to_ack = source.ledger.commit(self.store.directory, name, self.index, num_workers=self.num_workers)
         self.barrier()  # every ledger is written
+        refused, twice = 0.0, 0.0
         if self.is_chief:
-            self.store.mark_committed(name)
-        self.barrier()  # the commit marker is durable
-        self.telemetry.acknowledged(source.acknowledge(to_ack))
+            try:
+                retrained = find_retrained(self.store.directory, name)
+            except LedgerError as exc:  # just written and unreadable: not something to commit
+                log.error("cannot check the ledgers of %s: %s", name, exc)
+                retrained, refused = None, 1.0
+            if retrained is not None:
+                log.warning("ledgers of %s: %s", name, retrained.describe())
+                refused, twice = 1.0, float(retrained.count)
+            if not refused:
+                self.store.mark_committed(name)
+        refused, twice = self.allreduce([refused, twice])  # the commit marker is durable, or the commit refused
         self.store.tidy()
+        if refused:
+            self.telemetry.set_state("training")
+            return (f"the commit of {name} was refused: {int(twice)} message(s) in it were trained twice"
+                    if twice else f"the commit of {name} was refused: its ledgers could not be read back")
+        self.telemetry.acknowledged(source.acknowledge(to_ack))
         self.telemetry.checkpointed(step, str(self.store.directory / name))
         self.telemetry.set_state("training")
+        return None
 
-    def _rollback(self, source: Source, dirty: bool) -> tuple[int, int]:
+    def _rollback(self, source: Source, dirty: bool,
+                  cause: str = "a consumer lost its connection to Pulsar") -> tuple[int, int]:
         """Every worker, on the same iteration: back to the newest committed checkpoint (or the initial
         state when there is none) with its ledger merged over all workers, so that a message a peer
         committed but whose acknowledgement the broker lost is skipped here too; then rewind the
@@ -228,8 +254,8 @@ class Trainer:
         if not dirty and not dropped:  # during an outage this repeats every iteration; nothing to say
             return step, samples
         self.telemetry.rolled_back(step, samples)
-        log.warning("a consumer lost its connection to Pulsar: the gang went back to step %d (%s); %d message(s) "
-                    "this worker had received since then will be redelivered", step,
+        log.warning("%s: the gang went back to step %d (%s); %d message(s) "
+                    "this worker had received since then will be redelivered", cause, step,
                     "the last commit" if committed is not None else "its start: nothing was committed yet", dropped)
         return step, samples
 
@@ -260,6 +286,7 @@ class Trainer:
             step, last_checkpoint, last_export = int(self.step.numpy()), time.monotonic(), time.monotonic()
             stats_window, rows_window, global_samples = np.zeros(self._stat_size), 0.0, trained
             dirty, local_rows, committed_local_rows, first_step_at, last_step_at = False, 0, 0, 0.0, 0.0
+            refusals = 0
             while True:
                 source.fill(self.batch)
                 if source.unavailable:
@@ -306,7 +333,20 @@ class Trainer:
                     or (training.max_steps is not None and step >= training.max_steps)
                     or (training.max_messages is not None and global_samples >= training.max_messages)))
                 if dirty and (finished or checkpoint_due or step % training.checkpoint_every_steps == 0):
-                    self._commit(source, step)
+                    refusal = self._commit(source, step)
+                    if refusal is not None:
+                        refusals += 1
+                        if refusals >= MAX_REFUSED_COMMITS:
+                            raise TrainedTwice(
+                                f"{refusal}, {refusals} commits in a row: the same messages keep reaching more than "
+                                f"one worker; every worker must consume subscription "
+                                f"{self.config.source.pulsar.subscription!r} of {self.config.source.pulsar.topic}")
+                        step, global_samples = self._rollback(source, True, refusal)
+                        dirty, local_rows = False, committed_local_rows
+                        if stop:
+                            break  # stopping anyway: the last commit stands, the rest is redelivered
+                        continue  # not finished: what was rolled back comes again
+                    refusals = 0
                     last_checkpoint, dirty, committed_local_rows = time.monotonic(), False, local_rows
                 if training.mode == "continuous" and (export_due or (
                         training.export_every_steps and step and step % training.export_every_steps == 0

@@ -1,0 +1,58 @@
+"""The checkpoint store's retention: only committed checkpoints count, and a refused or unfinished one never
+pushes a committed one out (with `keepCheckpoints: 1` too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from pulsetrain.checkpoints import CheckpointStore
+from pulsetrain.ledger import Ledger
+
+
+def store(directory: Path, keep: int) -> tuple[CheckpointStore, tf.Variable]:
+    value = tf.Variable(0, dtype=tf.int64)
+    return CheckpointStore(tf.train.Checkpoint(value=value), directory, 0, True, keep), value
+
+
+def save(checkpoints: CheckpointStore, value: tf.Variable, step: int, *, commit: bool) -> str:
+    value.assign(step)
+    name = checkpoints.save(step)
+    ledger = Ledger()
+    ledger.record([f"message-{step}".encode()])
+    ledger.commit(checkpoints.directory, name, 0, num_workers=1)
+    if commit:
+        checkpoints.mark_committed(name)
+    return name
+
+
+def names(directory: Path) -> set[str]:
+    return {path.name.split(".")[0] for path in directory.iterdir()}
+
+
+def test_an_uncommitted_checkpoint_never_displaces_the_only_committed_one(tmp_path: Path) -> None:
+    checkpoints, value = store(tmp_path, keep=1)
+    save(checkpoints, value, 10, commit=True)
+    save(checkpoints, value, 20, commit=False)  # a refused commit, or a crash before the marker
+
+    assert checkpoints.tidy() == ["ckpt-20"]
+
+    assert names(tmp_path) == {"ckpt-10"}
+    value.assign(-1)
+    step, ledger = checkpoints.restore(keep_windows=3)
+    assert step == 10 and int(value.numpy()) == 10
+    assert ledger.covered == frozenset({b"message-10"})
+
+
+def test_the_newest_committed_checkpoints_are_kept_with_their_ledgers(tmp_path: Path) -> None:
+    checkpoints, value = store(tmp_path, keep=2)
+    for step in (1, 2, 3, 4):
+        save(checkpoints, value, step, commit=step != 3)
+
+    assert checkpoints.tidy() == ["ckpt-1", "ckpt-3"]
+
+    assert checkpoints.committed() == [2, 4]
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("ckpt-4")) == [
+        "ckpt-4.committed", "ckpt-4.data-00000-of-00001", "ckpt-4.index", "ckpt-4.ledger-0"]
+    assert names(tmp_path) == {"ckpt-2", "ckpt-4"}
