@@ -33,6 +33,7 @@ class MemorySource:  # the interface of pulsetrain.source.Source that the traine
         self.labels = rng.integers(0, classes, rows).astype(np.int64)
         self.offset, self.buffered = 0, 0
         self.unavailable: str | None = None
+        self.id_prefix = b"%d-" % seed  # one per worker: the commit check refuses an ID in two workers' ledgers
 
     def fill(self, wanted: int) -> None:
         self.buffered = len(self.labels) - self.offset
@@ -42,7 +43,7 @@ class MemorySource:  # the interface of pulsetrain.source.Source that the traine
         self.offset = end
         self.buffered = len(self.labels) - end
         return self._rows_type(self.features[start:end], self.labels[start:end], np.zeros(end - start, np.int64),
-                               [b"%d" % i for i in range(start, end)])
+                               [self.id_prefix + b"%d" % i for i in range(start, end)])
 
     def idle_for(self) -> float:
         return float("inf") if self.offset >= len(self.labels) else 0.0
