@@ -193,7 +193,8 @@ class Telemetry:
                        "Messages sent to the dead-letter topic, by reason kind.",
                        [({"reason": kind}, n) for kind, n in sorted(self._dead.items())])
             out.family("pulsetrain_rollbacks_total", "counter",
-                       "Times the gang went back to its last commit: a consumer lost the broker, or a commit was refused.",
+                       "Times the gang went back to its last commit: a consumer lost the broker, "
+                       "or a commit was refused.",
                        [({}, self._rollbacks)])
             out.family("pulsetrain_backlog_messages", "gauge", "Subscription backlog last seen.",
                        [({}, self._backlog)] if self._backlog is not None else [])

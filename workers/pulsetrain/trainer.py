@@ -114,6 +114,8 @@ class Trainer:
         self._sync_fn = tf.function(self._sync)
         self.train_step = tf.function(self._train)
         self._stat_size = statistic_size(config)
+        # the last commit's ledger merged over all workers, as a restore or rollback read it; None after a commit
+        self._merged: tuple[int | None, Ledger] | None = None
         log_dir = config.storage.log_dir
         self.summaries = tf.summary.create_file_writer(log_dir) if log_dir and self.is_chief else None
 
@@ -233,6 +235,7 @@ class Trainer:
             self.telemetry.set_state("training")
             return (f"the commit of {name} was refused: {int(twice)} message(s) in it were trained twice"
                     if twice else f"the commit of {name} was refused: its ledgers could not be read back")
+        self._merged = None  # source.ledger holds this worker's windows only now
         self.telemetry.acknowledged(source.acknowledge(to_ack))
         self.telemetry.checkpointed(step, str(self.store.directory / name))
         self.telemetry.set_state("training")
@@ -244,8 +247,11 @@ class Trainer:
         state when there is none) with its ledger merged over all workers, so that a message a peer
         committed but whose acknowledgement the broker lost is skipped here too; then rewind the
         consumer. When nothing was trained since the last commit (`dirty` is the same on every worker),
-        the model stays. Returns the step and gang-wide sample count gone back to."""
-        committed, ledger = self.store.restore(self.config.training.keep_checkpoints, variables=dirty)
+        the model stays, and so does the merged ledger if nothing was committed since it was read (an outage
+        repeats this every iteration). Returns the step and gang-wide sample count gone back to."""
+        if dirty or self._merged is None:
+            self._merged = self.store.restore(self.config.training.keep_checkpoints, variables=dirty)
+        committed, ledger = self._merged
         if dirty and committed is None:
             self.checkpoint.read(self._initial_state).assert_existing_objects_matched()
         self._restore_totals()
@@ -272,7 +278,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train until the stream is exhausted (bounded), a limit, or a stop request; returns a summary."""
         training = self.config.training
-        restored_step, ledger = self.store.restore(self.config.training.keep_checkpoints)
+        restored_step, ledger = self._merged = self.store.restore(self.config.training.keep_checkpoints)
         self._restore_totals()
         trained = int(self.trained.numpy())
         self.telemetry.restored(int(self.step.numpy()), trained)
