@@ -1,5 +1,4 @@
-"""The ledger: round trip, restore from several workers, atomic writes, corrupt files, pruning, windows, and the
-check for messages trained twice that a commit must pass."""
+"""The ledger: round trip, restore from several workers, atomic writes, corrupt files, pruning, windows."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pulsetrain.ledger import Ledger, LedgerError, MissingLedger, Retrained, find_retrained, ledger_path, read_ledger
+from pulsetrain.ledger import Ledger, LedgerError, MissingLedger, ledger_path, read_ledger
 
 
 def ids(*names: str) -> list[bytes]:
@@ -167,47 +166,37 @@ def test_bad_arguments_name_what_is_allowed(tmp_path: Path) -> None:
         Ledger().record(["a"])  # type: ignore[list-item]
 
 
-def commit_gang(directory: Path, name: str, ledgers: list[Ledger], trained: list[list[str]]) -> None:
-    for index, (ledger, names) in enumerate(zip(ledgers, trained, strict=True)):
+
+def test_new_only_reads_the_new_window_and_skips_the_kept_ones(tmp_path: Path) -> None:
+    ledger = Ledger()
+    for step, names in ((1, ("a", "bb")), (2, ("ccc",)), (3, ("d", "eeee", "f"))):
         ledger.record(ids(*names))
-        ledger.commit(directory, name, index, num_workers=len(ledgers))
+        ledger.commit(tmp_path, f"ckpt-{step}", 0, num_workers=1)
+    path = ledger_path(tmp_path, "ckpt-3", 0)
+    assert read_ledger(path).windows == (frozenset(ids("a", "bb")), frozenset(ids("ccc")),
+                                         frozenset(ids("d", "eeee", "f")))
+    new = read_ledger(path, new_only=True)
+    assert new.fresh and new.windows == (frozenset(ids("d", "eeee", "f")),)
+    assert new.new_ids == frozenset(ids("d", "eeee", "f"))
+    ledger.commit(tmp_path, "ckpt-4", 0, num_workers=1)  # nothing trained: no new window
+    idle = read_ledger(ledger_path(tmp_path, "ckpt-4", 0), new_only=True)
+    assert not idle.fresh and idle.windows == () and idle.new_ids == frozenset()
 
 
-def test_a_commit_with_nothing_trained_twice_passes_the_check(tmp_path: Path) -> None:
-    gang = [Ledger(), Ledger()]
-    commit_gang(tmp_path, "ckpt-1", gang, [["a", "b"], ["c"]])
-    commit_gang(tmp_path, "ckpt-2", gang, [["d"], []])  # worker 1 trained nothing: its file has no new window
-    assert find_retrained(tmp_path, "ckpt-1") is None
-    assert find_retrained(tmp_path, "ckpt-2") is None
-    assert not read_ledger(ledger_path(tmp_path, "ckpt-2", 1)).fresh
-    assert read_ledger(ledger_path(tmp_path, "ckpt-2", 0)).new_ids == frozenset(ids("d"))
-
-
-def test_a_message_two_workers_trained_in_one_window_is_found(tmp_path: Path) -> None:
-    commit_gang(tmp_path, "ckpt-1", [Ledger(), Ledger(), Ledger()], [["a", "b", "x"], ["c", "x", "b"], ["e"]])
-    assert find_retrained(tmp_path, "ckpt-1") == Retrained(count=2, workers=(0, 1))
-    assert "2 message(s) in the new window(s) of worker(s) 0, 1" in Retrained(2, (0, 1)).describe()
-
-
-def test_a_message_trained_again_after_a_peer_committed_it_is_found(tmp_path: Path) -> None:
-    gang = [Ledger(), Ledger()]
-    commit_gang(tmp_path, "ckpt-1", gang, [["a"], ["b"]])
-    commit_gang(tmp_path, "ckpt-2", gang, [["c"], ["a"]])  # a: committed by worker 0, its ack lost, then to worker 1
-    assert find_retrained(tmp_path, "ckpt-2") == Retrained(count=1, workers=(1,))
-
-
-def test_after_a_restore_the_shared_committed_windows_are_not_taken_for_duplicates(tmp_path: Path) -> None:
-    commit_gang(tmp_path, "ckpt-1", [Ledger(), Ledger()], [["a"], ["b"]])
-    gang = [Ledger.restore(tmp_path, "ckpt-1"), Ledger.restore(tmp_path, "ckpt-1")]  # both hold a and b now
-    commit_gang(tmp_path, "ckpt-2", gang, [["c"], []])
-    assert find_retrained(tmp_path, "ckpt-2") is None
-
-
-def test_a_version_1_file_is_read_with_no_new_window(tmp_path: Path) -> None:
+def test_a_version_1_file_is_still_read(tmp_path: Path) -> None:
     body = struct.pack("<8sHIII", b"PTLEDGER", 1, 0, 1, 1) + struct.pack("<II", 1, 1) + b"a"
     path = ledger_path(tmp_path, "ckpt-1", 0)
     path.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
     contents = read_ledger(path)
     assert contents.windows == (frozenset(ids("a")),) and not contents.fresh
-    assert find_retrained(tmp_path, "ckpt-1") is None
+    assert read_ledger(path, new_only=True).new_ids == frozenset()
     assert Ledger.restore(tmp_path, "ckpt-1").covered == frozenset(ids("a"))
+
+
+def test_id_lengths_that_run_past_the_end_are_rejected(tmp_path: Path) -> None:
+    header = struct.pack("<8sHIIII", b"PTLEDGER", 2, 0, 1, 1, 1)
+    body = header + struct.pack("<III", 2, 1, 50) + b"ab"  # the second ID claims 50 bytes
+    path = ledger_path(tmp_path, "ckpt-1", 0)
+    path.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    with pytest.raises(LedgerError, match="window 1 of 1 runs past the end"):
+        read_ledger(path)

@@ -17,19 +17,13 @@ the IDs of the last `keep_windows` checkpoint windows (default 3), and every fil
 windows its writer retains, so that they survive restarts too. A window in which this worker trained
 on nothing is not kept, so idle checkpoints do not push real windows out.
 
-Why `find_retrained`: a commit is checked before it is marked. The chief reads every worker's file of
-the checkpoint and refuses the commit if a message in one worker's new window is also in another worker's
-new window, or in any window already committed. Rollbacks after a lost connection are meant to make that
-impossible, but they depend on seeing the disconnection, and a consumer that lost its broker and got it
-back between two looks would go unnoticed while the broker gave its messages to a peer. The check makes
-"trained twice" something a commit can never contain (within the kept windows), whatever the cause.
-
 IDs are opaque bytes (`pulsar.MessageId.serialize()`), so this module needs no Pulsar library.
 The file format (little-endian): magic `PTLEDGER`, version u16, worker index u32, number of workers
-u32, number of windows u32, and (version 2) a u32 that is 1 when the last window is this commit's new
-one; then per window an ID count u32 and each ID as length u32 plus bytes; then a CRC-32 u32 of
-everything before it. Version 1 files (no new-window flag) are still read. Truncated or corrupt files
-are rejected, naming the file.
+u32, number of windows u32, a u32 that is 1 when the last window is this commit's new one (what
+`commit_check.py` reads); then per window an ID count u32, the IDs' lengths (u32 each) and the IDs
+back to back, so that a reader can skip a window or split it without a loop per ID; then a CRC-32 u32
+of everything before it. Version 1 files (no new-window flag; each ID as length u32 plus bytes) are
+still read. Truncated or corrupt files are rejected, naming the file.
 """
 
 from __future__ import annotations
@@ -42,9 +36,12 @@ import zlib
 from collections import deque
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
-__all__ = ["Ledger", "LedgerError", "MissingLedger", "Retrained", "find_retrained", "ledger_path"]
+import numpy as np
+
+__all__ = ["Ledger", "LedgerError", "MissingLedger", "ledger_path", "read_checkpoint_ledgers"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +53,7 @@ VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<8sHIII")
 _FRESH = struct.Struct("<I")  # version 2: whether the last window is the commit's new one
+_LENGTHS = np.dtype("<u4")
 _U32 = struct.Struct("<I")
 
 
@@ -77,18 +75,13 @@ class LedgerFile:
 
     worker_index: int
     num_workers: int
-    windows: tuple[frozenset[bytes], ...]  # oldest first
+    windows: tuple[frozenset[bytes], ...]  # oldest first (read with `new_only`: the new window alone, or none)
     fresh: bool = False  # the last window holds what the writer trained since its previous commit
 
     @property
     def new_ids(self) -> frozenset[bytes]:
         """The IDs this commit adds (none when the writer trained nothing, or for a version 1 file)."""
         return self.windows[-1] if self.fresh else frozenset()
-
-    @property
-    def committed_ids(self) -> frozenset[bytes]:
-        """The IDs of the windows the writer kept from earlier commits."""
-        return frozenset().union(*(self.windows[:-1] if self.fresh else self.windows))
 
 
 def ledger_path(checkpoint_dir: Path, checkpoint_name: str, worker_index: int) -> Path:
@@ -221,14 +214,16 @@ class Ledger:
         return removed
 
 
-def read_checkpoint_ledgers(checkpoint_dir: Path, checkpoint_name: str) -> dict[int, LedgerFile]:
+def read_checkpoint_ledgers(checkpoint_dir: Path, checkpoint_name: str, *,
+                            new_only: bool = False) -> dict[int, LedgerFile]:
     """Every worker's ledger file of a checkpoint, by worker index, checked to fit together: raises
-    `MissingLedger` when a writer's file is absent, `LedgerError` when one is corrupt or they disagree."""
+    `MissingLedger` when a writer's file is absent, `LedgerError` when one is corrupt or they disagree.
+    `new_only`: see `read_ledger`."""
     files = _ledger_files(checkpoint_dir, checkpoint_name)
     if not files:
         raise MissingLedger(f"checkpoint {checkpoint_name!r} in {checkpoint_dir}: no ledger files "
                             f"({checkpoint_name}.ledger-N); the checkpoint is incomplete")
-    loaded = {index: read_ledger(path) for index, path in sorted(files.items())}
+    loaded = {index: read_ledger(path, new_only=new_only) for index, path in sorted(files.items())}
     sizes = {f.num_workers for f in loaded.values()}
     if len(sizes) != 1:
         raise LedgerError(f"checkpoint {checkpoint_name!r} in {checkpoint_dir}: ledger files disagree "
@@ -245,37 +240,6 @@ def read_checkpoint_ledgers(checkpoint_dir: Path, checkpoint_name: str) -> dict[
                             f"worker(s) but missing {missing or 'none'}, unexpected workers "
                             f"{extra or 'none'}; the checkpoint is incomplete")
     return loaded
-
-
-@dataclass(frozen=True)
-class Retrained:
-    """What makes a commit unsafe: messages in a worker's new window that another worker's new window, or a
-    window committed before, holds too (trained twice)."""
-
-    count: int  # distinct message IDs trained twice
-    workers: tuple[int, ...]  # the workers whose new windows hold them
-
-    def describe(self) -> str:
-        return (f"{self.count} message(s) in the new window(s) of worker(s) "
-                f"{', '.join(map(str, self.workers))} were already trained by another worker or in a committed "
-                "window")
-
-
-def find_retrained(checkpoint_dir: Path, checkpoint_name: str) -> Retrained | None:
-    """Check a checkpoint's ledger files before it is marked committed (see the module docstring): None when
-    no message in any worker's new window is in another worker's new window or in a kept committed window."""
-    loaded = read_checkpoint_ledgers(Path(checkpoint_dir), checkpoint_name)
-    committed = frozenset().union(*(f.committed_ids for f in loaded.values()))
-    twice: set[bytes] = set()
-    workers: set[int] = set()
-    owners: dict[bytes, int] = {}
-    for index, f in loaded.items():
-        for message_id in f.new_ids:
-            other = owners.setdefault(message_id, index)
-            if other != index or message_id in committed:
-                twice.add(message_id)
-                workers.update((index, other))
-    return Retrained(len(twice), tuple(sorted(workers))) if twice else None
 
 
 def _ledger_files(checkpoint_dir: Path, checkpoint_name: str) -> dict[int, Path]:
@@ -297,9 +261,8 @@ def write_ledger(path: Path, contents: LedgerFile) -> None:
     parts = [_HEADER.pack(MAGIC, VERSION, contents.worker_index, contents.num_workers,
                           len(contents.windows)), _FRESH.pack(int(contents.fresh))]
     for window in contents.windows:
-        parts.append(_U32.pack(len(window)))
-        for message_id in sorted(window):
-            parts += (_U32.pack(len(message_id)), message_id)
+        ids = sorted(window)
+        parts += (_U32.pack(len(ids)), np.fromiter(map(len, ids), _LENGTHS, len(ids)).tobytes(), *ids)
     body = b"".join(parts)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     with open(tmp, "wb") as out:
@@ -314,8 +277,9 @@ def write_ledger(path: Path, contents: LedgerFile) -> None:
         os.close(fd)
 
 
-def read_ledger(path: Path) -> LedgerFile:
-    """Read and check one ledger file; `LedgerError` names the file and what is wrong with it."""
+def read_ledger(path: Path, *, new_only: bool = False) -> LedgerFile:
+    """Read and check one ledger file; `LedgerError` names the file and what is wrong with it. With `new_only`
+    the kept windows are checked and skipped, and `windows` holds the new window alone (or nothing)."""
     data = Path(path).read_bytes()
     if len(data) < _HEADER.size + _U32.size:
         raise LedgerError(f"{path}: truncated ledger file ({len(data)} bytes, the header alone is "
@@ -335,24 +299,50 @@ def read_ledger(path: Path) -> LedgerFile:
             raise LedgerError(f"{path}: truncated ledger file (no new-window flag)")
         fresh = bool(_FRESH.unpack_from(body, offset)[0])
         offset += _FRESH.size
+    if fresh and not count:
+        raise LedgerError(f"{path}: corrupt ledger file (a new window is flagged, but there are no windows)")
     try:
-        for _ in range(count):
-            (n,) = _U32.unpack_from(body, offset)
-            offset += _U32.size
-            ids = []
-            for _ in range(n):
-                (length,) = _U32.unpack_from(body, offset)
-                offset += _U32.size
-                if offset + length > len(body):
-                    raise struct.error("id runs past the end")
-                ids.append(body[offset:offset + length])
-                offset += length
-            windows.append(frozenset(ids))
+        for index in range(count):
+            wanted = not new_only or (fresh and index == count - 1)
+            window, offset = (_read_window_v1 if version == 1 else _read_window)(body, offset, wanted)
+            if wanted:
+                windows.append(window)
     except struct.error:
         raise LedgerError(f"{path}: corrupt ledger file (window {len(windows) + 1} of {count} "
                           f"runs past the end)") from None
     if offset != len(body):
         raise LedgerError(f"{path}: corrupt ledger file ({len(body) - offset} unexpected trailing bytes)")
-    if fresh and not windows:
-        raise LedgerError(f"{path}: corrupt ledger file (a new window is flagged, but there are no windows)")
     return LedgerFile(worker_index=worker_index, num_workers=num_workers, windows=tuple(windows), fresh=fresh)
+
+
+def _read_window(body: bytes, offset: int, wanted: bool) -> tuple[frozenset[bytes], int]:
+    """One version 2 window at `offset`: its IDs (if `wanted`) and where the next window starts."""
+    (n,) = _U32.unpack_from(body, offset)
+    offset += _U32.size
+    if offset + n * _U32.size > len(body):
+        raise struct.error("the lengths run past the end")
+    lengths = np.frombuffer(body, _LENGTHS, n, offset).astype(np.int64)
+    start = offset + n * _U32.size
+    bounds = np.concatenate(([0], np.cumsum(lengths))) + start
+    end = int(bounds[-1])
+    if end > len(body):
+        raise struct.error("the ids run past the end")
+    if not wanted:
+        return frozenset(), end
+    edges = bounds.tolist()
+    return frozenset([body[a:b] for a, b in pairwise(edges)]), end
+
+
+def _read_window_v1(body: bytes, offset: int, wanted: bool) -> tuple[frozenset[bytes], int]:
+    """One version 1 window (each ID as length u32 plus bytes) at `offset`."""
+    (n,) = _U32.unpack_from(body, offset)
+    offset += _U32.size
+    ids = []
+    for _ in range(n):
+        (length,) = _U32.unpack_from(body, offset)
+        offset += _U32.size
+        if offset + length > len(body):
+            raise struct.error("id runs past the end")
+        ids.append(body[offset:offset + length])
+        offset += length
+    return frozenset(ids), offset

@@ -13,7 +13,7 @@ broker gives that consumer's unacknowledged messages to the subscription again (
 cannot know they were trained), so the whole gang rolls back to its last commit (`_rollback`): the
 model, the counters and the merged ledger of that commit, and every consumer asks for redelivery.
 Before the chief marks a commit, it checks the workers' ledgers for a message trained twice
-(`find_retrained`: a disconnection nobody saw); such a commit is refused and the gang rolls back the
+(`commit_check.py`: a disconnection nobody saw); such a commit is refused and the gang rolls back the
 same way, and after MAX_REFUSED_COMMITS refusals in a row the worker fails rather than loop for ever.
 """
 
@@ -33,9 +33,10 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from pulsetrain.checkpoints import CheckpointStore
+from pulsetrain.commit_check import CommitCheck
 from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.export import export
-from pulsetrain.ledger import Ledger, LedgerError, find_retrained
+from pulsetrain.ledger import Ledger, LedgerError
 from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
 from pulsetrain.source import SUBSCRIPTION_UNACKED_LIMIT, Rows, Source
 from pulsetrain.stats import batch_statistics, metric_values, statistic_size
@@ -116,6 +117,7 @@ class Trainer:
         self._stat_size = statistic_size(config)
         # the last commit's ledger merged over all workers, as a restore or rollback read it; None after a commit
         self._merged: tuple[int | None, Ledger] | None = None
+        self._check = CommitCheck((), config.training.keep_checkpoints)  # the chief's; reset at every restore
         log_dir = config.storage.log_dir
         self.summaries = tf.summary.create_file_writer(log_dir) if log_dir and self.is_chief else None
 
@@ -220,7 +222,7 @@ class Trainer:
         refused, twice = 0.0, 0.0
         if self.is_chief:
             try:
-                retrained = find_retrained(self.store.directory, name)
+                retrained = self._check.check(self.store.directory, name)
             except LedgerError as exc:  # just written and unreadable: not something to commit
                 log.error("cannot check the ledgers of %s: %s", name, exc)
                 retrained, refused = None, 1.0
@@ -229,6 +231,7 @@ class Trainer:
                 refused, twice = 1.0, float(retrained.count)
             if not refused:
                 self.store.mark_committed(name)
+                self._check.passed()
         refused, twice = self.allreduce([refused, twice])  # the commit marker is durable, or the commit refused
         self.store.tidy()
         if refused:
@@ -252,6 +255,7 @@ class Trainer:
         if dirty or self._merged is None:
             self._merged = self.store.restore(self.config.training.keep_checkpoints, variables=dirty)
         committed, ledger = self._merged
+        self._check = CommitCheck(ledger.windows, self.config.training.keep_checkpoints)
         if dirty and committed is None:
             self.checkpoint.read(self._initial_state).assert_existing_objects_matched()
         self._restore_totals()
@@ -279,6 +283,7 @@ class Trainer:
         """Train until the stream is exhausted (bounded), a limit, or a stop request; returns a summary."""
         training = self.config.training
         restored_step, ledger = self._merged = self.store.restore(self.config.training.keep_checkpoints)
+        self._check = CommitCheck(ledger.windows, self.config.training.keep_checkpoints)
         self._restore_totals()
         trained = int(self.trained.numpy())
         self.telemetry.restored(int(self.step.numpy()), trained)
