@@ -93,7 +93,8 @@ class PredictorTelemetry:
             self._trim(now)
 
     def dead_lettered(self, reason: str) -> None:
-        """One input dead-lettered (and acknowledged); `reason` is the decoder's, counted by its kind."""
+        """One input dead-lettered (acknowledged once its copy is persisted); `reason` is the decoder's, counted
+        by its kind."""
         kind = reason_kind(reason)
         with self._lock:
             self._dead[kind] = self._dead.get(kind, 0) + 1

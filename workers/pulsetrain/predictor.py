@@ -237,6 +237,8 @@ class Predictor:
                 self._answer(messages)
         try:
             self.producer.flush()  # every answer sent so far is confirmed (or failed) when this returns
+            if self.dead_letters is not None:
+                self.dead_letters.flush()  # and every dead-letter copy
         except Exception as exc:  # the broker is gone: the unconfirmed answers' inputs stay unacknowledged
             log.warning("flushing the answers failed: %s", exc)
         deadline = time.monotonic() + DRAIN_SECONDS
@@ -287,13 +289,16 @@ class Predictor:
     def _dead_letter(self, message: pulsar.Message, reason: str) -> None:
         """To the dead-letter topic with `reason`, then acknowledged."""
         assert self.consumer is not None and self.dead_letters is not None
-        self.dead_letters.send(message, reason)
-        self.consumer.acknowledge(message)
+        self.dead_letters.send(message, reason)  # acknowledged by `_confirmations` once the copy is persisted
         self.telemetry.dead_lettered(reason)
 
     def _confirmations(self) -> None:
-        """Acknowledge inputs whose answers are confirmed; negatively acknowledge those refused."""
+        """Acknowledge inputs whose answers (or dead-letter copies) are confirmed; negatively acknowledge inputs
+        whose answers were refused."""
         assert self.consumer is not None
+        if self.dead_letters is not None:
+            for message in self.dead_letters.persisted():
+                self.consumer.acknowledge(message)
         latencies: list[float] = []
         failed = 0
         for done in self.inflight.drain():

@@ -1,7 +1,8 @@
 """The worker's stream of rows: receive from Pulsar, decode, route rejects and duplicates, buffer.
 
 Everything that is decided per message happens here, on the host, before TensorFlow sees a batch:
-malformed messages go to the dead-letter topic and are acknowledged; messages already inside a durable
+malformed messages go to the dead-letter topic and are acknowledged once their copy is persisted
+(asynchronously: see `pulsar_io.DeadLetters`); messages already inside a durable
 checkpoint (redelivered after a restart) are acknowledged and skipped; good rows wait in a buffer,
 each with its message ID, until a training step takes them. Nothing good is acknowledged here: that
 happens after the checkpoint containing it is committed. If Pulsar is unreachable, `fill` keeps
@@ -201,6 +202,7 @@ class Source:
         While Pulsar is unreachable the reason is in `unavailable` and the idle clock stands still: an
         outage is not the end of a bounded stream, so the gang waits it out (and says so)."""
         connected = self._connect()
+        self._settle_dead_letters()
         if connected and self._stale and self.consumer is not None and self.consumer.is_connected():
             self._lost.set()  # back after a rewind while disconnected: roll back once more (see the module)
         if connected and self.consumer is not None and not self._check_connection(self.consumer):
@@ -234,8 +236,7 @@ class Source:
         batch = item.decoded
         for index, reason in batch.rejects:
             if index not in skip:
-                self.dead_letters.send(item.messages[index], reason)
-                self.consumer.acknowledge(item.message_ids[index])
+                self.dead_letters.send(item.messages[index], reason, acknowledge=item.message_ids[index])
                 self.on_reject(reason)
         if skip or batch.rejects:
             keep = [row for row, index in enumerate(batch.valid_index.tolist()) if index not in skip]
@@ -255,6 +256,12 @@ class Source:
         rows = Rows(flatten(self.config, features, len(ids)), labels, digests, ids)
         self.buffer.append(rows)
         self.buffered += len(rows)
+
+    def _settle_dead_letters(self) -> None:
+        """Acknowledge the malformed messages whose dead-letter copies the broker has persisted since."""
+        if self.dead_letters is not None and self.consumer is not None:
+            for message_id in self.dead_letters.persisted():
+                self.consumer.acknowledge(message_id)
 
     @property
     def unacknowledged(self) -> int:
@@ -352,7 +359,12 @@ class Source:
         for closer in (self.dead_letters, self.consumer, self.client):
             if closer is not None:
                 try:
-                    closer.close()
+                    closer.close()  # the dead-letter producer first: closing flushes what it still sends
                 except Exception as exc:  # closing after a broken connection: nothing left to do
                     log.debug("close: %s", exc)
+            if closer is self.dead_letters:
+                try:
+                    self._settle_dead_letters()
+                except Exception as exc:  # the consumer lost its broker: the originals come back, again dead letters
+                    log.debug("acknowledging dead-lettered messages: %s", exc)
         self.client, self.consumer, self.dead_letters = None, None, None
