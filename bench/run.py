@@ -7,6 +7,8 @@
 2. Checkpoint-then-acknowledge overhead: checkpoints every 100 steps against none (goal: <= 5%).
 3. Decode alone: messages/s for ~3 KB raw records in batches of 256 (goal: >= 100,000/s), with JSON
    records of the same values for comparison.
+4. Dead-lettering a malformed message: time on the training thread, against the synchronous send used
+   before (`bench.dead_letter_bench`).
 
 Needs Pulsar: the running test bed's (`python -m tests.cluster up`) or `--service-url`. On the test bed
 the broker shares the machine's cores with the workers, so the CPU time it used in each run is shown.
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 import pulsar
 
+from bench import dead_letter_bench
 from pulsetrain.config import load_config
 from pulsetrain.decode import Decoder
 from pulsetrain.encode import encode_batch
@@ -232,6 +235,7 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
     if args.only:
         return 0
     raw_rate, json_rate = decode_rates(args.batch)
+    dead = dead_letter_bench.measure(service_url)
     spread = {name: f"{min(rates):,.0f}-{max(rates):,.0f}" for name, rates in runs.items()}
     rows = [
         ("ingestion: Pulsar-fed / in-memory", results["pulsar"] / results["memory"], ">= 0.90",
@@ -242,6 +246,9 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         ("checkpoint every 100 steps: overhead", 1 - results["pulsar+checkpoints"] / results["pulsar"], "<= 0.05",
          f"{results['pulsar+checkpoints']:,.0f} vs {results['pulsar']:,.0f} samples/s/worker"),
         ("decode raw 3 KB records (msgs/s)", raw_rate, ">= 100000", f"json, same values: {json_rate:,.0f}/s"),
+        ("dead-letter one bad message, loop thread (us)", dead.async_seconds_per_message * 1e6, "< sync",
+         f"synchronous send + ack (before): {dead.sync_seconds_per_message * 1e6:,.0f} us; all {dead.messages} "
+         f"acknowledged {dead.settled_seconds * 1e3:.0f} ms after the first send"),
     ]
     print(f"\n{'benchmark':46} {'result':>12} {'goal':>10}  detail")
     for label, value, goal, detail in rows:
@@ -250,7 +257,10 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         args.json.write_text(json.dumps({"samplesPerSecondPerWorker": results, "runs": runs,
                                          "brokerCpuSeconds": broker_cpu,
                                          "decodeRawPerSecond": raw_rate,
-                                         "decodeJsonPerSecond": json_rate}, indent=2))
+                                         "decodeJsonPerSecond": json_rate,
+                                         "deadLetterSecondsPerMessage": {"sync": dead.sync_seconds_per_message,
+                                                                         "async": dead.async_seconds_per_message}},
+                                        indent=2))
     return 0
 
 
