@@ -3,7 +3,7 @@
 A checkpoint is *committed* when (1) all workers took part in saving it (the chief writes the real one,
 the others write to a scratch directory they delete, as MultiWorkerMirroredStrategy requires), (2)
 every worker wrote its ledger of covered message IDs beside it, and (3) the chief wrote the
-`{name}.committed` marker after a barrier, once `find_retrained` found no message in it twice. Restore
+`{name}.committed` marker after a barrier, once its `CommitCheck` found no message in it twice. Restore
 picks the newest committed checkpoint, so a crash anywhere in between (or a refused commit) falls back
 to the previous one, whose messages were not acknowledged yet.
 
