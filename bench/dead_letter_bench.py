@@ -2,7 +2,7 @@
 
 Baseline, in the same run: what the trainer did before, a synchronous `send` of the copy through a batching
 producer (it waits out the batching delay) and then the acknowledgement. Against it: `DeadLetters.send`
-(asynchronous), with the originals acknowledged from `persisted()` as the trainer's next `fill` does.
+(asynchronous), with the originals acknowledged by `acknowledge_persisted` as the trainer's next `fill` does.
 Both handle the same number of received messages of the same size. Needs Pulsar: the running test bed's
 (`python -m tests.cluster up`) or `--service-url`.
 """
@@ -56,9 +56,7 @@ def measure(service_url: str, count: int = 300) -> DeadLetterCosts:
         acknowledged = 0
         deadline = time.monotonic() + 60
         while acknowledged < count and time.monotonic() < deadline:
-            for message_id in letters.persisted():
-                consumer.acknowledge(message_id)
-                acknowledged += 1
+            acknowledged += letters.acknowledge_persisted(consumer)
             time.sleep(0.001)
         settled = time.perf_counter() - started
         if acknowledged != count:

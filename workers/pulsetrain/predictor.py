@@ -297,8 +297,7 @@ class Predictor:
         whose answers were refused."""
         assert self.consumer is not None
         if self.dead_letters is not None:
-            for message in self.dead_letters.persisted():
-                self.consumer.acknowledge(message)
+            self.dead_letters.acknowledge_persisted(self.consumer)
         latencies: list[float] = []
         failed = 0
         for done in self.inflight.drain():

@@ -11,7 +11,7 @@ batching delay, 14 ms per message against the test bed, on the thread that train
 stream with one malformed message in a hundred would spend more time dead-lettering than training. The
 copy is sent with `send_async`; the client's callback only notes that the broker persisted it (it calls
 nothing on the client, to stay off the client's own threads), and the owner acknowledges the original
-on its own thread (`persisted`). A copy the broker refused leaves its original unacknowledged, so it is
+on its own thread (`acknowledge_persisted`). A copy the broker refused leaves its original unacknowledged, so it is
 redelivered and dead-lettered again: at least once.
 """
 
@@ -88,8 +88,8 @@ class DeadLetters:
 
     def send(self, message: pulsar.Message, reason: str, acknowledge: Any = None) -> None:
         """Publish a copy (same payload, original properties and key, plus the reason) without waiting;
-        `acknowledge` (the message or its ID; default the message) comes out of `persisted` once the broker
-        has persisted the copy."""
+        `acknowledge` (the message or its ID; default the message) is what `acknowledge_persisted` acknowledges
+        once the broker has persisted the copy."""
         properties = dict(message.properties())
         properties[REASON_PROPERTY] = reason
         properties[ORIGINAL_ID_PROPERTY] = str(message.message_id())
@@ -105,19 +105,21 @@ class DeadLetters:
 
         self.producer.send_async(message.data(), done, properties=properties, partition_key=key or None)
 
-    def persisted(self) -> list[Any]:
-        """What to acknowledge now: the `acknowledge` tokens of copies the broker has persisted since last asked."""
-        out = []
+    def acknowledge_persisted(self, consumer: pulsar.Consumer) -> int:
+        """On the owner's thread: acknowledge, with `consumer`, the originals whose copies the broker has persisted
+        since the last call; returns how many."""
+        done = 0
         while self._persisted:
-            out.append(self._persisted.popleft())
-        return out
+            consumer.acknowledge(self._persisted.popleft())
+            done += 1
+        return done
 
     def flush(self) -> None:
         """Wait until every copy sent is persisted (or refused)."""
         self.producer.flush()
 
     def close(self) -> None:
-        self.producer.flush()
+        self.flush()
         self.producer.close()
 
 

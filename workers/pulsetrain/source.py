@@ -260,8 +260,7 @@ class Source:
     def _settle_dead_letters(self) -> None:
         """Acknowledge the malformed messages whose dead-letter copies the broker has persisted since."""
         if self.dead_letters is not None and self.consumer is not None:
-            for message_id in self.dead_letters.persisted():
-                self.consumer.acknowledge(message_id)
+            self.dead_letters.acknowledge_persisted(self.consumer)
 
     @property
     def unacknowledged(self) -> int:
