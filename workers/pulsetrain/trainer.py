@@ -244,6 +244,14 @@ class Trainer:
         self.telemetry.set_state("training")
         return None
 
+    def _restore(self, variables: bool) -> tuple[int | None, Ledger]:
+        """The newest committed checkpoint (its variables too, if asked) and its ledger merged over all workers,
+        remembered with the chief's commit check seeded from it; (None, empty) when nothing is committed."""
+        keep = self.config.training.keep_checkpoints
+        self._merged = self.store.restore(keep, variables=variables)
+        self._check = CommitCheck(self._merged[1].windows, keep)
+        return self._merged
+
     def _rollback(self, source: Source, dirty: bool,
                   cause: str = "a consumer lost its connection to Pulsar") -> tuple[int, int]:
         """Every worker, on the same iteration: back to the newest committed checkpoint (or the initial
@@ -252,10 +260,7 @@ class Trainer:
         consumer. When nothing was trained since the last commit (`dirty` is the same on every worker),
         the model stays, and so does the merged ledger if nothing was committed since it was read (an outage
         repeats this every iteration). Returns the step and gang-wide sample count gone back to."""
-        if dirty or self._merged is None:
-            self._merged = self.store.restore(self.config.training.keep_checkpoints, variables=dirty)
-        committed, ledger = self._merged
-        self._check = CommitCheck(ledger.windows, self.config.training.keep_checkpoints)
+        committed, ledger = self._merged if not dirty and self._merged is not None else self._restore(dirty)
         if dirty and committed is None:
             self.checkpoint.read(self._initial_state).assert_existing_objects_matched()
         self._restore_totals()
@@ -282,8 +287,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train until the stream is exhausted (bounded), a limit, or a stop request; returns a summary."""
         training = self.config.training
-        restored_step, ledger = self._merged = self.store.restore(self.config.training.keep_checkpoints)
-        self._check = CommitCheck(ledger.windows, self.config.training.keep_checkpoints)
+        restored_step, ledger = self._restore(variables=True)
         self._restore_totals()
         trained = int(self.trained.numpy())
         self.telemetry.restored(int(self.step.numpy()), trained)
