@@ -138,6 +138,21 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z" and MAIN_CLASS.encode() in cmdline
 
 
+def _await_exec(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Wait until the child's argv is visible in /proc, so that `_alive` recognises it.
+
+    Popen returns once the child has called exec, but the kernel fills in the new argv a little later:
+    a /proc/<pid>/cmdline read in between is empty, and a busy machine (CI) made the first health poll
+    take a starting broker for a dead one.
+    """
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+                return
+        time.sleep(0.005)
+
+
 class PulsarServer:
     """One standalone broker whose state (config, metadata, bookie, logs, pid) lives in `data_dir`."""
 
@@ -223,6 +238,7 @@ class PulsarServer:
         with open(self.console_log, "ab") as console:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                     cwd=self.data_dir, env=env, start_new_session=True)
+        _await_exec(proc)
         self.pid_file.write_text(f"{proc.pid}\n")
         self.settings_file.write_text(json.dumps(self._settings()) + "\n")
         _say(f"started broker pid {proc.pid} ({self.service_url}, log {self.log_file})")
