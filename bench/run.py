@@ -9,6 +9,8 @@
    records of the same values for comparison.
 4. Dead-lettering a malformed message: time on the training thread, against the synchronous send used
    before (`bench.dead_letter_bench`).
+5. The worker's own CPU per received message outside TensorFlow (receive, payload, ID, digest,
+   acknowledgement), against how it did that before (`bench.receive_bench`).
 
 Needs Pulsar: the running test bed's (`python -m tests.cluster up`) or `--service-url`. On the test bed
 the broker shares the machine's cores with the workers, so the CPU time it used in each run is shown.
@@ -41,7 +43,7 @@ from typing import Any
 import numpy as np
 import pulsar
 
-from bench import dead_letter_bench
+from bench import dead_letter_bench, receive_bench
 from pulsetrain.config import load_config
 from pulsetrain.decode import Decoder
 from pulsetrain.encode import encode_batch
@@ -236,6 +238,7 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         return 0
     raw_rate, json_rate = decode_rates(args.batch)
     dead = dead_letter_bench.measure(service_url)
+    received = receive_bench.measure(service_url)
     spread = {name: f"{min(rates):,.0f}-{max(rates):,.0f}" for name, rates in runs.items()}
     rows = [
         ("ingestion: Pulsar-fed / in-memory", results["pulsar"] / results["memory"], ">= 0.90",
@@ -249,6 +252,9 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         ("dead-letter one bad message, loop thread (us)", dead.async_seconds_per_message * 1e6, "< sync",
          f"synchronous send + ack (before): {dead.sync_seconds_per_message * 1e6:,.0f} us; all {dead.messages} "
          f"acknowledged {dead.settled_seconds * 1e3:.0f} ms after the first send"),
+        ("worker CPU per message, receive to ack (us)", received.now_us, "< before",
+         f"before (client wrappers, crc32 + adler32): {received.before_us:.2f} us; now receive "
+         f"{received.now_receive_us:.2f} + ack {received.now_ack_us:.2f}"),
     ]
     print(f"\n{'benchmark':46} {'result':>12} {'goal':>10}  detail")
     for label, value, goal, detail in rows:
@@ -259,7 +265,9 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
                                          "decodeRawPerSecond": raw_rate,
                                          "decodeJsonPerSecond": json_rate,
                                          "deadLetterSecondsPerMessage": {"sync": dead.sync_seconds_per_message,
-                                                                         "async": dead.async_seconds_per_message}},
+                                                                         "async": dead.async_seconds_per_message},
+                                         "workerCpuMicrosecondsPerMessage": {"before": received.before_us,
+                                                                             "now": received.now_us}},
                                         indent=2))
     return 0
 

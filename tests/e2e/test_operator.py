@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pulsetrain.source import digest
+from pulsetrain.digest import digest
 from tests.conftest import Cluster, PulsarURLs
 from tests.e2e.operator_harness import OperatorProcess, install_crd, kill_worker, operator_kubeconfig
 from tests.integration.test_trainer import digits_payloads, publish

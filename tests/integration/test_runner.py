@@ -27,9 +27,9 @@ import pytest
 import yaml
 
 from pulsetrain import datasets
+from pulsetrain.digest import digest
 from pulsetrain.encode import encode_batch
 from pulsetrain.progress_doc import ProgressDocument
-from pulsetrain.source import digest
 from tests.conftest import PulsarURLs
 from tests.support import wait_until
 

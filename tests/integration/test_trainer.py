@@ -21,11 +21,11 @@ import pulsar
 import pytest
 
 from pulsetrain import datasets, produce
+from pulsetrain.digest import digest
 from pulsetrain.encode import encode_batch
 from pulsetrain.local import LocalGang
 from pulsetrain.progress_doc import ProgressDocument
 from pulsetrain.pulsar_io import backlog
-from pulsetrain.source import digest
 from tests.conftest import PulsarURLs
 from tests.support import wait_until
 
@@ -98,10 +98,15 @@ def committed(tmp_path: Path) -> int:
     return len(list(directory.glob("*.committed"))) if directory.exists() else 0
 
 
-def assert_exactly_once(summaries: list[dict[str, Any]], payloads: list[bytes]) -> None:
+def assert_exactly_once(summaries: list[dict[str, Any]], payloads: list[bytes], logs: Path | None = None) -> None:
+    """Every produced message counted once by every worker; on failure, the workers' logs from `logs` say why."""
+    expected = (len(payloads), sum(digest(p) for p in payloads))
     for summary in summaries:
-        assert summary["trainedSamples"] == len(payloads)
-        assert summary["digestSum"] == sum(digest(p) for p in payloads)
+        if (summary["trainedSamples"], summary["digestSum"]) != expected:
+            tails = "\n".join(f"--- worker-{i}.log\n" + path.read_text()[-4000:]
+                              for i, path in enumerate(sorted(logs.glob("worker-*.log")))) if logs else ""
+            raise AssertionError(f"trained {summary['trainedSamples']} of {len(payloads)} messages (digest sum "
+                                 f"{summary['digestSum']}, expected {expected[1]})\n{tails}")
 
 
 def test_two_workers_learn_digits(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
@@ -117,7 +122,7 @@ def test_two_workers_learn_digits(pulsar_broker: PulsarURLs, tmp_path: Path) -> 
                           "a progress document with step > 0", interval=0.2)
     assert document["isChief"] is True and document["state"] in ("training", "checkpointing", "exporting")
     summaries = finish(g, tmp_path)
-    assert_exactly_once(summaries, payloads)
+    assert_exactly_once(summaries, payloads, logs=tmp_path)
     assert summaries[0]["step"] == summaries[1]["step"]
     assert all(s["localRows"] > 0 for s in summaries)  # both workers took part
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
@@ -137,7 +142,7 @@ def test_uneven_supply_finishes_without_deadlock(pulsar_broker: PulsarURLs, tmp_
     g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic, subscription_type="KeyShared"))
     g.start(tmp_path)
     summaries = finish(g, tmp_path)
-    assert_exactly_once(summaries, payloads)
+    assert_exactly_once(summaries, payloads, logs=tmp_path)
     rows = sorted(s["localRows"] for s in summaries)
     assert rows[1] >= 4 * max(rows[0], 1), rows  # one worker got far fewer messages
     assert summaries[0]["step"] == summaries[1]["step"]
@@ -155,7 +160,7 @@ def test_a_gang_that_seldom_checkpoints_commits_before_the_broker_stops_dispatch
     g = gang(tmp_path, config, workers=1)
     g.start(tmp_path)
     summaries = finish(g, tmp_path, timeout=300)
-    assert_exactly_once(summaries, payloads)
+    assert_exactly_once(summaries, payloads, logs=tmp_path)
     assert committed(tmp_path) >= 2  # one on the way (the limit), one at the end
 
 
@@ -175,7 +180,7 @@ def test_kill_9_and_restart_trains_every_message_exactly_once(pulsar_broker: Pul
     second.start(tmp_path)
     summaries = finish(second, tmp_path)
     assert all(s["restoredStep"] for s in summaries)  # resumed from a committed checkpoint
-    assert_exactly_once(summaries, payloads)
+    assert_exactly_once(summaries, payloads, logs=tmp_path)
 
 
 def test_sigterm_stops_all_workers_on_one_step_and_restart_continues(pulsar_broker: PulsarURLs,
@@ -203,7 +208,7 @@ def test_sigterm_stops_all_workers_on_one_step_and_restart_continues(pulsar_brok
     summaries = finish(second, tmp_path)
     assert summaries[0]["restoredStep"] == stopped[0]["step"]
     assert ProgressDocument.from_json((tmp_path / "termination-0.json").read_text()).state == "finished"
-    assert_exactly_once(summaries, payloads)
+    assert_exactly_once(summaries, payloads, logs=tmp_path)
 
 
 MALFORMED = {
@@ -237,7 +242,7 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_all_train(pulsar_bro
         g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic, data_format="json"))
         g.start(tmp_path)
         summaries = finish(g, tmp_path)
-        assert_exactly_once(summaries, good)
+        assert_exactly_once(summaries, good, logs=tmp_path)
         assert sum(s["deadLettered"] for s in summaries) == len(MALFORMED)
         letters: dict[bytes, str] = {}
         deadline = time.monotonic() + 30
@@ -353,7 +358,7 @@ def test_broker_outage_is_reported_and_waited_out(pulsar_broker: PulsarURLs, tmp
     summaries = finish(g, tmp_path, timeout=300)
     # After the restart the broker redelivers what the workers had trained but not committed, possibly
     # to the other worker: the gang went back to its last commit, so every message counts once.
-    assert_exactly_once(summaries, payloads)
+    assert_exactly_once(summaries, payloads, logs=tmp_path)
     for index in range(g.workers):
         assert "the gang went back to step" in (tmp_path / f"worker-{index}.log").read_text()
 

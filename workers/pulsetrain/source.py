@@ -29,7 +29,6 @@ import logging
 import queue
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +39,10 @@ import pulsar
 
 from pulsetrain.config import WorkerConfig
 from pulsetrain.decode import DecodedBatch, Decoder
+from pulsetrain.digest import digests
 from pulsetrain.hooks import load_hook
 from pulsetrain.ledger import Ledger
-from pulsetrain.pulsar_io import DeadLetters, connect, subscribe
+from pulsetrain.pulsar_io import DeadLetters, acknowledger, connect, receive_batch, subscribe
 
 log = logging.getLogger(__name__)
 PREFETCH_BATCHES = 4  # decoded batches the receive thread may hold ahead of the training loop
@@ -52,20 +52,14 @@ PREFETCH_BATCHES = 4  # decoded batches the receive thread may hold ahead of the
 # due well before either: see `unacknowledged_limit` and SUBSCRIPTION_UNACKED_LIMIT.
 BROKER_UNACKED_PER_CONSUMER = 50_000
 SUBSCRIPTION_UNACKED_LIMIT = 150_000  # of the broker's 200,000 per subscription, summed over the gang
-DIGEST_MODULUS = 1 << 40  # per-message digests are summed in int64: 2^40 leaves room for 2^23 messages
-
-
-def digest(payload: bytes) -> int:
-    """A message's contribution to the exactly-once check: crc32 and adler32 combined, below 2^40."""
-    return ((zlib.crc32(payload) << 8) ^ zlib.adler32(payload)) % DIGEST_MODULUS
 
 
 @dataclass(frozen=True)
 class Received:
     """One received batch, decoded by the receive thread: messages, their IDs, digests, decoded rows."""
 
-    messages: list[pulsar.Message]
-    message_ids: list[pulsar.MessageId]
+    messages: list[Any]  # the binding's messages (see `pulsar_io.receive_batch`)
+    message_ids: list[Any]
     ids: list[bytes]  # the same, serialized: what the ledger keeps
     digests: npt.NDArray[np.int64]
     decoded: DecodedBatch
@@ -176,7 +170,7 @@ class Source:
                 closing.wait(0.002)
                 continue
             try:
-                messages = list(consumer.batch_receive())
+                messages = receive_batch(consumer)
             except pulsar.Timeout:
                 self._check_connection(consumer)
                 continue
@@ -192,8 +186,8 @@ class Source:
             if messages and not closing.is_set():  # a rewind drops what a stopping thread still received
                 payloads = [m.data() for m in messages]
                 message_ids = [m.message_id() for m in messages]
-                item = Received(messages, message_ids, [i.serialize() for i in message_ids],
-                                np.array([digest(p) for p in payloads], dtype=np.int64), self.decoder.decode(payloads))
+                item = Received(messages, message_ids, [i.serialize() for i in message_ids], digests(payloads),
+                                self.decoder.decode(payloads))
                 self._received.put(item)
 
     def fill(self, wanted: int) -> None:
@@ -310,11 +304,11 @@ class Source:
         """Acknowledge messages whose checkpoint is committed."""
         if self.consumer is None:
             return 0
-        done = 0
+        done, acknowledge, pending = 0, acknowledger(self.consumer), self.pending
         for message_id in ids:
-            mid = self.pending.pop(message_id, None)
+            mid = pending.pop(message_id, None)
             if mid is not None:
-                self.consumer.acknowledge(mid)
+                acknowledge(mid)
                 done += 1
         return done
 
