@@ -348,16 +348,14 @@ class Source:
         return True
 
     def close(self) -> None:
+        """Stop receiving; flush the dead-letter copies and acknowledge their originals while the consumer is
+        still open (if that fails, the originals come back and are dead-lettered again); close the rest."""
         self._stop_receiver()
-        for closer in (self.dead_letters, self.consumer, self.client):
-            if closer is not None:
-                try:
-                    closer.close()  # the dead-letter producer first: closing flushes what it still sends
-                except Exception as exc:  # closing after a broken connection: nothing left to do
-                    log.debug("close: %s", exc)
-            if closer is self.dead_letters:
-                try:
-                    self._settle_dead_letters()
-                except Exception as exc:  # the consumer lost its broker: the originals come back, again dead letters
-                    log.debug("acknowledging dead-lettered messages: %s", exc)
+        steps = [] if self.dead_letters is None else [self.dead_letters.close, self._settle_dead_letters]
+        steps += [closer.close for closer in (self.consumer, self.client) if closer is not None]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # closing after a broken connection: nothing left to do
+                log.debug("close: %s", exc)
         self.client, self.consumer, self.dead_letters = None, None, None
