@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pulsetrain.cpus import WORKERS_PER_HOST_ENV
+
 
 @dataclass
 class LocalGang:
@@ -47,6 +49,7 @@ class LocalGang:
         env = {**os.environ, **self.extra_env}
         env.update(TF_CONFIG=json.dumps(tf_config), PULSETRAIN_METRICS_PORT=str(self.metrics_port(index)),
                    TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        env.setdefault(WORKERS_PER_HOST_ENV, str(self.workers))  # they share this machine's CPUs (see cpus.py)
         return env
 
     def start_worker(self, index: int, summary: Path | None = None,

@@ -35,6 +35,7 @@ from tensorflow.core.framework import summary_pb2
 from pulsetrain.checkpoints import CheckpointStore
 from pulsetrain.commit_check import CommitCheck
 from pulsetrain.config import TFConfig, WorkerConfig
+from pulsetrain.cpus import size_tensorflow_pools
 from pulsetrain.export import export
 from pulsetrain.ledger import Ledger, LedgerError
 from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
@@ -90,6 +91,7 @@ class Trainer:
         self.num_workers = tf_config.num_workers if tf_config else 1
         self.is_chief = self.index == 0
         self.batch = config.training.batch_size
+        size_tensorflow_pools()  # before the strategy starts TensorFlow's runtime
         self.strategy = make_strategy()
         with self.strategy.scope():
             self.network = build_network(config)
