@@ -1,4 +1,4 @@
-"""How many threads TensorFlow may use in this worker: its share of the CPUs it may really run on.
+"""How many threads TensorFlow may use in a worker or predictor: its share of the CPUs it may really run on.
 
 Why: TensorFlow sizes its intra-op and inter-op thread pools from the CPUs the process may be scheduled
 on (its affinity). A container's CPU limit is a cgroup quota, not an affinity, so a pod limited to 2 CPUs
@@ -95,4 +95,4 @@ def size_tensorflow_pools() -> None:
     except RuntimeError as exc:  # TensorFlow already ran in this process (tests build several trainers)
         log.debug("TensorFlow thread pools already sized: %s", exc)
         return
-    log.info("TensorFlow thread pools: %d thread(s) each (this worker's share of the CPUs it may use)", threads)
+    log.info("TensorFlow thread pools: %d thread(s) each (this process's share of the CPUs it may use)", threads)

@@ -53,6 +53,7 @@ import numpy.typing as npt
 import pulsar
 
 from pulsetrain.config import ConfigError, ServingConfig, WorkerConfig, load_config_file
+from pulsetrain.cpus import size_tensorflow_pools
 from pulsetrain.decode import Decoder
 from pulsetrain.hooks import load_hook
 from pulsetrain.http_server import serve
@@ -338,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     server = serve(telemetry, config.observability.host, port, not_ready=NOT_READY)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow  # noqa: F401  # here, in the main thread, before the signal handlers are installed
+
+    size_tensorflow_pools()  # before the model loads: a pod's CPU limit, not the node's cores (see cpus.py)
 
     stop = StopRequest(lambda: telemetry.set_state("stopping"), log,
                        "the current batch (answers confirmed, inputs acknowledged)")
