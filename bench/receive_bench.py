@@ -3,11 +3,11 @@
 What each Pulsar-fed message costs the worker before and after its training step: receiving it, reading
 its payload and message ID, serializing the ID for the ledger, its exactly-once digest, and acknowledging
 it at the commit. Baseline, in the same run: how the worker did it before, through the client's Python
-`Message` wrappers with a crc32 + adler32 digest per payload. Against it: `pulsar_io.receive_batch`,
-`digest.digests` and `pulsar_io.acknowledger`, as `Source` does now. Both read the same ~3 KB raw records
-through fresh subscriptions, taking turns; each figure is the thread CPU time (not wall time: the broker
-shares the machine) per message, the median of `--repeat` rounds. Needs Pulsar: the running test bed's
-(`python -m tests.cluster up`) or `--service-url`.
+`Message` wrappers with a crc32 + adler32 digest per payload. Against it: the code `Source` runs,
+`pulsar_io.receive_batch`, `source.unpack` (digests included) and `pulsar_io.acknowledger`. Both read the
+same ~3 KB raw records through fresh subscriptions, taking turns; each figure is the thread CPU time (not
+wall time: the broker shares the machine) per message, the median of `--repeat` rounds. Needs Pulsar: the
+running test bed's (`python -m tests.cluster up`) or `--service-url`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pulsar
 
-from pulsetrain.digest import digests
 from pulsetrain.pulsar_io import acknowledger, receive_batch
+from pulsetrain.source import unpack
 
 RECORD_BYTES = 784 * 4 + 8  # the ingestion benchmark's raw record: 784 float32 features and an int64 label
 BATCH = 256
@@ -61,11 +61,7 @@ def _before(consumer: pulsar.Consumer) -> tuple[list[Any], Callable[[Any], None]
 
 
 def _now(consumer: pulsar.Consumer) -> tuple[list[Any], Callable[[Any], None]]:
-    messages = receive_batch(consumer)
-    payloads = [m.data() for m in messages]
-    ids = [m.message_id() for m in messages]
-    [i.serialize() for i in ids]
-    digests(payloads)
+    _, ids, _, _ = unpack(receive_batch(consumer))  # what Source's receive thread does before decoding
     return ids, acknowledger(consumer)
 
 

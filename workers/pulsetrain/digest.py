@@ -49,12 +49,12 @@ def _same_length(payloads: Sequence[bytes], length: int) -> npt.NDArray[np.int64
 
 def digests(payloads: Sequence[bytes]) -> npt.NDArray[np.int64]:
     """The digest of each payload, in order, each in [0, 2^40); one matrix product per distinct length."""
-    out = np.zeros(len(payloads), np.int64)
     if not payloads:
-        return out
+        return np.zeros(0, np.int64)
     first = len(payloads[0])
     if all(len(p) == first for p in payloads):  # the usual batch: fixed-size records
         return _same_length(payloads, first)
+    out = np.zeros(len(payloads), np.int64)
     by_length: dict[int, list[int]] = {}
     for index, payload in enumerate(payloads):
         by_length.setdefault(len(payload), []).append(index)

@@ -78,6 +78,13 @@ class Rows:
         return len(self.labels)
 
 
+def unpack(messages: list[Any]) -> tuple[list[bytes], list[Any], list[bytes], npt.NDArray[np.int64]]:
+    """A received batch's payloads, message IDs, serialized IDs (what the ledger keeps) and digests."""
+    payloads = [m.data() for m in messages]
+    message_ids = [m.message_id() for m in messages]
+    return payloads, message_ids, [i.serialize() for i in message_ids], digests(payloads)
+
+
 def flatten(config: WorkerConfig, features: dict[str, npt.NDArray[Any]], rows: int) -> npt.NDArray[np.float32]:
     """All features of `rows` records as one `[rows, feature_size]` float32 matrix, in declared order."""
     parts = [np.asarray(features[f.name], dtype=np.float32).reshape(rows, f.size) for f in config.data.features]
@@ -184,11 +191,8 @@ class Source:
                 continue
             self._check_connection(consumer)  # before any message received after a reconnect is queued
             if messages and not closing.is_set():  # a rewind drops what a stopping thread still received
-                payloads = [m.data() for m in messages]
-                message_ids = [m.message_id() for m in messages]
-                item = Received(messages, message_ids, [i.serialize() for i in message_ids], digests(payloads),
-                                self.decoder.decode(payloads))
-                self._received.put(item)
+                payloads, message_ids, ids, sums = unpack(messages)
+                self._received.put(Received(messages, message_ids, ids, sums, self.decoder.decode(payloads)))
 
     def fill(self, wanted: int) -> None:
         """Move received batches into the buffer until `wanted` rows are there or the batch timeout passes.
