@@ -1,11 +1,12 @@
-"""The padding of micro-batches to a few warmed-up sizes (the batching itself: test_predict_collect)."""
+"""The padding of micro-batches to a few warmed-up sizes, and when a batch closes (the batching against the broker:
+test_predict_collect)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pulsetrain.predict_io import batch_shapes, pad_rows, padded_size
+from pulsetrain.predict_io import batch_deadline, batch_shapes, pad_rows, padded_size
 
 
 @pytest.mark.parametrize(("max_size", "shapes"), [
@@ -33,3 +34,13 @@ def test_pad_rows_keeps_values_dtypes_and_shapes() -> None:
     assert np.array_equal(padded["img"][:3], features["img"]) and not padded["img"][3].any()
     assert padded["flag"].tolist() == [True, False, True, False]
     assert pad_rows(features, 3)["img"] is features["img"]  # already the right size: no copy
+
+
+@pytest.mark.parametrize(("published_ms", "expected"), [
+    (1_000_000, 1_000.020),  # fresh: maxLatencyMs after its publish time
+    (999_990, 1_000.010),  # published 10 ms ago: the 10 ms left of its budget
+    (990_000, 1_000.0),  # published long ago (a backlog): now, no wait
+    (1_005_000, 1_000.020),  # the producer's clock is ahead of ours: never more than maxLatencyMs from now
+])
+def test_batch_deadline_counts_from_the_publish_time(published_ms: int, expected: float) -> None:
+    assert batch_deadline(published_ms, 20, now=1_000.0) == pytest.approx(expected)

@@ -316,7 +316,8 @@ class ServingConfig:
     max_batch_size: int = 64
     """`maxBatchSize`: most inputs predicted in one call of the model, 1..4096. Default 64."""
     max_latency_ms: int = 20
-    """`maxLatencyMs`: longest wait for a batch to fill after its first input arrived, 1..10000 ms. Default 20."""
+    """`maxLatencyMs`: a batch closes at the latest this long after its first input was published, 1..10000 ms.
+    Default 20."""
     model_version: int | Literal["latest"] = "latest"
     """`modelVersion`: `latest` (default: the newest version, swapped in as new ones appear) or a version number."""
     dead_letter_topic: str | None = None

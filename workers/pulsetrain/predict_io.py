@@ -1,14 +1,17 @@
 """The predictor's side of Pulsar: the micro-batching policy, the answer messages, and send tracking.
 
-Why this exists: these are the predictor's contracts with everyone else. Inputs are taken in
-micro-batches (up to `maxBatchSize`, or `maxLatencyMs` after the batch's first input arrived, whichever
-comes first), because one model call per input would cost a millisecond each. Each input gets exactly one
-answer message: JSON with the prediction and the model version, the input's message ID and the model
-version as properties, the input's partition key as its key (so Key_Shared consumers of the answers see
-the same routing). An input is acknowledged only once the broker confirmed its answer: sends are
-asynchronous, one confirmation per batch (see `Inflight`), and the callback (on the client's thread) only
-appends to a queue the serving loop drains, so nothing on that thread takes a lock or touches the consumer.
-The pure parts (`batch_shapes`, `pad_rows`, `prediction_records`, `encode_answers`) are
+Why this exists: these are the predictor's contracts with everyone else. Inputs are taken in micro-batches,
+because one model call per input would cost a millisecond each: a batch closes when it holds `maxBatchSize`
+inputs, or `maxLatencyMs` after its first input was *published* (see `batch_deadline`), whichever comes first.
+Counting from the publish time, not from the input's arrival here, makes the knob what a user means by it: the
+batching wait is bounded in end-to-end terms, and an input that already spent its budget on the way (a
+backlog, a slow hop) waits for nothing but the inputs already queued here. Each input gets exactly one answer
+message: JSON with the prediction and the model version, the input's message ID and the model version as
+properties, the input's partition key as its key (so Key_Shared consumers of the answers see the same
+routing). An input is acknowledged only once the broker confirmed its answer: sends are asynchronous, one
+confirmation per batch (see `Inflight`), and the callback (on the client's thread) only appends to a queue the
+serving loop drains, so nothing on that thread takes a lock or touches the consumer.
+The pure parts (`batch_deadline`, `batch_shapes`, `pad_rows`, `prediction_records`, `encode_answers`) are
 unit-tested; the rest is thin glue over the client, tested against the real broker.
 """
 
@@ -37,24 +40,36 @@ PROBABILITY_DECIMALS = 6
 _ANSWER_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # one encoder: json.dumps builds one a call
 
 
-def batch_receive_policy(serving: ServingConfig) -> pulsar.ConsumerBatchReceivePolicy:
-    """What one `batch_receive` after a batch's first input takes: up to `maxBatchSize - 1` more inputs, waiting
-    at most `maxLatencyMs` for them (the client returns as soon as they are there)."""
-    return pulsar.ConsumerBatchReceivePolicy(max(1, serving.max_batch_size - 1), -1, serving.max_latency_ms)
+def batch_deadline(published_ms: int, max_latency_ms: int, now: float) -> float:
+    """When a batch whose first input was published at `published_ms` (Unix ms, the producer's clock) closes,
+    in Unix seconds: `maxLatencyMs` after that publish time, but never later than `maxLatencyMs` from `now`
+    (a producer clock ahead of ours) and never earlier than `now` (a backlog: take what is queued, wait for
+    nothing)."""
+    budget = max_latency_ms / 1000
+    return min(max(published_ms / 1000 + budget, now), now + budget)
 
 
-def collect(consumer: pulsar.Consumer, max_size: int, idle_poll: float = IDLE_POLL_SECONDS) -> list[pulsar.Message]:
-    """One micro-batch from `consumer` (opened by `open_inputs`): up to `max_size` inputs, the first waited for up
-    to `idle_poll` seconds (empty when none came), the rest taken in one call within `maxLatencyMs` of it.
+def collect(consumer: pulsar.Consumer, max_size: int, max_latency_ms: int,
+            idle_poll: float = IDLE_POLL_SECONDS) -> list[pulsar.Message]:
+    """One micro-batch from `consumer` (opened by `open_inputs`): the first input waited for up to `idle_poll`
+    seconds (empty when none came), then more until `max_size` or the first input's `batch_deadline`; once that
+    passed, only the inputs already in the client's queue are taken (a zero timeout returns at once).
 
-    One `batch_receive` instead of one `receive` per input: the client fills the batch on its own thread."""
+    One `receive` per input costs this thread about the same as one `batch_receive` per batch (2.4 against
+    2.2 µs per input measured here) and, unlike the subscription's fixed batch policy, can stop at a deadline
+    that depends on the input."""
     try:
         first = consumer.receive(timeout_millis=max(1, math.ceil(idle_poll * 1000)))
     except pulsar.Timeout:
         return []
-    if max_size == 1:
-        return [first]
-    return [first, *consumer.batch_receive()]
+    batch = [first]
+    deadline = batch_deadline(first.publish_timestamp(), max_latency_ms, time.time())
+    while len(batch) < max_size:
+        try:
+            batch.append(consumer.receive(timeout_millis=max(0, math.ceil((deadline - time.time()) * 1000))))
+        except pulsar.Timeout:
+            break
+    return batch
 
 
 def batch_shapes(max_size: int) -> list[int]:
@@ -153,7 +168,6 @@ def open_inputs(client: pulsar.Client, serving: ServingConfig) -> pulsar.Consume
         receiver_queue_size=min(max(4 * serving.max_batch_size, 100), 10_000),
         negative_ack_redelivery_delay_ms=NEGATIVE_ACK_DELAY_MS,
         batch_index_ack_enabled=True,
-        batch_receive_policy=batch_receive_policy(serving),
     )
 
 

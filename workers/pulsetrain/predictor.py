@@ -8,11 +8,11 @@ trainer does, then calls the SavedModel's `serving_default` signature. In order,
 configuration (exit 2), starts `/metrics`, `/progress`, `/healthz`, `/readyz` (ready once a model is
 loaded), waits for a model version (state `waiting-for-model`), subscribes, and serves:
 
-- micro-batches (`maxBatchSize`, or `maxLatencyMs` after a batch's first input) → decode → predict → one
-  asynchronous send per answer; each input is acknowledged once its answer's send is confirmed, so a crash
-  at any point leaves every unanswered input unacknowledged and redelivered (at least once; a duplicate
-  carries the same `pulsetrain.input-message-id`). An answer the broker refuses negatively acknowledges
-  its input, which comes back.
+- micro-batches (`maxBatchSize`, or `maxLatencyMs` after the publish time of a batch's first input) → decode →
+  predict → one asynchronous send per answer; each input is acknowledged once its answer's send is confirmed,
+  so a crash at any point leaves every unanswered input unacknowledged and redelivered (at least once; a
+  duplicate carries the same `pulsetrain.input-message-id`). An answer the broker refuses negatively
+  acknowledges its input, which comes back.
 - undecodable inputs go to the dead-letter topic with the decoder's reason (`pulsetrain.reason`) and are
   acknowledged;
 - when a batch cannot be predicted (an exception from `model.preprocess`, the model call or the encoding of
@@ -232,7 +232,7 @@ class Predictor:
             model = self.watcher.take()
             if model is not None:
                 self._install(model)
-            messages = collect(self.consumer, self.serving.max_batch_size)
+            messages = collect(self.consumer, self.serving.max_batch_size, self.serving.max_latency_ms)
             self._confirmations()
             if messages:
                 self._answer(messages)
