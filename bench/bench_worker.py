@@ -111,6 +111,7 @@ def main() -> int:
     parser.add_argument("--summary", type=Path, required=True)
     args = parser.parse_args()
     from pulsetrain.config import load_config_file, tf_config_from_env
+    from pulsetrain.gc_tuning import freeze_long_lived
     from pulsetrain.telemetry import Telemetry
     from pulsetrain.trainer import Trainer
 
@@ -123,6 +124,7 @@ def main() -> int:
         options["source_factory"] = lambda _, ledger, *__: MemorySource(
             ledger, args.rows_per_worker, config.data.feature_size, classes, index)
     trainer = Trainer(config, tf_config, telemetry, threading.Event(), **options)
+    freeze_long_lived()  # as pulsetrain.worker does, in every mode
     summary = naive(trainer, config, args.rows_per_worker) if args.mode == "naive" else trainer.run()
     summary["samplesPerSecond"] = summary["localRows"] / max(summary["trainSeconds"], 1e-9)
     args.summary.write_text(json.dumps({"mode": args.mode, "worker": index, **summary}))

@@ -42,6 +42,7 @@ from pulsetrain import datasets
 from pulsetrain.config import WorkerConfig, load_config
 from pulsetrain.decode import Decoder
 from pulsetrain.exposition import Histogram
+from pulsetrain.gc_tuning import freeze_long_lived
 from pulsetrain.predict_io import batch_shapes, pad_rows, padded_size
 from pulsetrain.predict_telemetry import LATENCY_BUCKETS
 from tests.integration.predictor_support import PredictorProcess, send_inputs
@@ -235,6 +236,7 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
     print(f"digits MLP exported to {model_dir} (held-out accuracy {accuracy:.3f}); in-process run ...",
           file=sys.stderr)
     inprocess, single = in_process(model_dir, config, payloads, args.max_batch_size)
+    freeze_long_lived()  # no 200 ms full collection here mid-run, which would send the paced inputs in bursts
 
     client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     client.subscribe(serving.input_topic, serving.subscription, consumer_type=pulsar.ConsumerType.Shared).close()

@@ -30,6 +30,7 @@ import numpy.typing as npt
 import pulsar
 
 from pulsetrain.config_model import ServingConfig
+from pulsetrain.pulsar_io import receiver, sender
 
 INPUT_ID_PROPERTY = "pulsetrain.input-message-id"
 """The input's message ID (`str(MessageId)`, e.g. `(12,34,-1,0)`): how answers and duplicates are matched."""
@@ -50,23 +51,25 @@ def batch_deadline(published_ms: int, max_latency_ms: int, now: float) -> float:
 
 
 def collect(consumer: pulsar.Consumer, max_size: int, max_latency_ms: int,
-            idle_poll: float = IDLE_POLL_SECONDS) -> list[pulsar.Message]:
+            idle_poll: float = IDLE_POLL_SECONDS) -> list[Any]:
     """One micro-batch from `consumer` (opened by `open_inputs`): the first input waited for up to `idle_poll`
     seconds (empty when none came), then more until `max_size` or the first input's `batch_deadline`; once that
-    passed, only the inputs already in the client's queue are taken (a zero timeout returns at once).
+    passed, only the inputs already in the client's queue are taken (a zero timeout returns at once). The
+    binding's messages (see `pulsar_io.receiver`).
 
     One `receive` per input costs this thread about the same as one `batch_receive` per batch (2.4 against
     2.2 µs per input measured here) and, unlike the subscription's fixed batch policy, can stop at a deadline
     that depends on the input."""
+    receive = receiver(consumer)
     try:
-        first = consumer.receive(timeout_millis=max(1, math.ceil(idle_poll * 1000)))
+        first = receive(max(1, math.ceil(idle_poll * 1000)))
     except pulsar.Timeout:
         return []
     batch = [first]
     deadline = batch_deadline(first.publish_timestamp(), max_latency_ms, time.time())
     while len(batch) < max_size:
         try:
-            batch.append(consumer.receive(timeout_millis=max(0, math.ceil((deadline - time.time()) * 1000))))
+            batch.append(receive(max(0, math.ceil((deadline - time.time()) * 1000))))
         except pulsar.Timeout:
             break
     return batch
@@ -191,8 +194,8 @@ def open_answers(client: pulsar.Client, serving: ServingConfig) -> pulsar.Produc
 class Confirmation:
     """The broker's answer about one batch of answers."""
 
-    messages: list[pulsar.Message]
-    """The inputs they answer."""
+    messages: list[Any]
+    """The inputs they answer (the binding's messages: see `collect`)."""
     ok: bool
     result: str
     at: float
@@ -216,7 +219,7 @@ class Inflight:
         """Answers sent and not yet drained as confirmed or failed."""
 
     def send(self, producer: pulsar.Producer, answers: Sequence[tuple[bytes, dict[str, str]]],
-             messages: list[pulsar.Message]) -> None:
+             messages: list[Any]) -> None:
         """Send one answer (payload, properties) per input of `messages`, keyed like its input."""
         if len(answers) != len(messages) or not messages:
             raise ValueError(f"{len(answers)} answers for {len(messages)} inputs")
@@ -225,10 +228,9 @@ class Inflight:
             self._done.append(Confirmation(messages, result == pulsar.Result.Ok, str(result), time.time()))
 
         self.pending += len(messages)
-        last = len(messages) - 1
+        send, last = sender(producer), len(messages) - 1
         for index, ((payload, properties), message) in enumerate(zip(answers, messages, strict=True)):
-            producer.send_async(payload, sent if index == last else None, properties=properties,
-                                partition_key=message.partition_key() or None)
+            send(payload, properties, message.partition_key() or None, sent if index == last else None)
 
     def drain(self) -> list[Confirmation]:
         done: list[Confirmation] = []

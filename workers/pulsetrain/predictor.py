@@ -55,6 +55,7 @@ import pulsar
 from pulsetrain.config import ConfigError, ServingConfig, WorkerConfig, load_config_file
 from pulsetrain.cpus import size_tensorflow_pools
 from pulsetrain.decode import Decoder
+from pulsetrain.gc_tuning import freeze_long_lived
 from pulsetrain.hooks import load_hook
 from pulsetrain.http_server import serve
 from pulsetrain.model_watcher import LoadedModel, ModelWatcher, load_model
@@ -72,7 +73,7 @@ from pulsetrain.predict_io import (
 )
 from pulsetrain.predict_progress import NOT_READY
 from pulsetrain.predict_telemetry import PredictorTelemetry
-from pulsetrain.pulsar_io import DeadLetters, connect
+from pulsetrain.pulsar_io import DeadLetters, acknowledger, connect
 from pulsetrain.stop_request import StopRequest
 from pulsetrain_operator.defaults import PREDICTOR_DRAIN_SECONDS
 
@@ -248,7 +249,7 @@ class Predictor:
             time.sleep(0.005)
         self._confirmations()
 
-    def _answer(self, messages: list[pulsar.Message]) -> None:
+    def _answer(self, messages: list[Any]) -> None:
         assert self.model is not None and self.producer is not None
         self.telemetry.received(len(messages))
         batch = self.decoder.decode([m.data() for m in messages])
@@ -287,7 +288,7 @@ class Predictor:
         outputs = {name: values[:len(rows)] for name, values in outputs.items()}
         return encode_answers(outputs, model.version, [ids[row] for row in rows])
 
-    def _dead_letter(self, message: pulsar.Message, reason: str) -> None:
+    def _dead_letter(self, message: Any, reason: str) -> None:
         """To the dead-letter topic with `reason`, then acknowledged."""
         assert self.consumer is not None and self.dead_letters is not None
         self.dead_letters.send(message, reason)  # acknowledged by `_confirmations` once the copy is persisted
@@ -300,11 +301,11 @@ class Predictor:
         if self.dead_letters is not None:
             self.dead_letters.acknowledge_persisted(self.consumer)
         latencies: list[float] = []
-        failed = 0
+        failed, acknowledge = 0, acknowledger(self.consumer)
         for done in self.inflight.drain():
             for message in done.messages:
                 if done.ok:
-                    self.consumer.acknowledge(message)
+                    acknowledge(message)
                     latencies.append(done.at - message.publish_timestamp() / 1000)
                 else:
                     self.consumer.negative_acknowledge(message)
@@ -341,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow  # noqa: F401  # here, in the main thread, before the signal handlers are installed
 
     size_tensorflow_pools()  # before the model loads: a pod's CPU limit, not the node's cores (see cpus.py)
+    freeze_long_lived()  # TensorFlow's objects out of every full collection; before a model loads (see gc_tuning.py)
 
     stop = StopRequest(lambda: telemetry.set_state("stopping"), log,
                        "the current batch (answers confirmed, inputs acknowledged)")

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pulsetrain.config import ConfigError, TFConfig, WorkerConfig, load_config_file, tf_config_from_env
+from pulsetrain.gc_tuning import freeze_long_lived
 from pulsetrain.http_server import serve
 from pulsetrain.outcome import TerminationLog, stop_message
 from pulsetrain.peers import PeerTimeout, parse_address, wait_for_peers
@@ -94,6 +95,7 @@ def train(config: WorkerConfig, tf_config: TFConfig | None, telemetry: Telemetry
     from pulsetrain.trainer import Trainer  # TensorFlow is imported only now
 
     trainer = Trainer(config, tf_config, telemetry, stop)
+    freeze_long_lived()  # TensorFlow, the model and the strategy out of every full collection (see gc_tuning.py)
     install_signal_handlers()  # TensorFlow's gRPC server replaced the process's SIGTERM handler: take it back
     return trainer.run()
 
