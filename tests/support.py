@@ -59,6 +59,24 @@ def container_status(cluster: Cluster, namespace: str, pod: str) -> dict[str, An
     return status
 
 
+def pod_report(cluster: Cluster, namespace: str, selector: str, kubelet_lines: int = 30) -> str:
+    """What a test that waited in vain for pods prints: each pod's phase, conditions and container states, the
+    namespace's events, and the last lines of the test bed's kubelet log (where there is one)."""
+    lines = []
+    for pod in (get_json(cluster, "pods", "-n", namespace, "-l", selector) or {"items": []})["items"]:
+        status = pod.get("status", {})
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        states = {c["name"]: c.get("state") for c in status.get("containerStatuses", [])}
+        lines.append(f"pod {pod['metadata']['name']}: phase {status.get('phase')}, node "
+                     f"{pod['spec'].get('nodeName')}, conditions {conditions}, containers {states}")
+    events = cluster.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout
+    lines += ["events:", events.strip() or "(none)"]
+    kubelet_log = cluster.state / "logs" / "process-kubelet.log" if cluster.state else None
+    if kubelet_log and kubelet_log.exists():
+        lines += ["kubelet log:", *kubelet_log.read_text(errors="replace").splitlines()[-kubelet_lines:]]
+    return "\n".join(lines)
+
+
 def logs(cluster: Cluster, namespace: str, pod: str, container: str | None = None) -> str:
     args = ["logs", "-n", namespace, pod] + (["-c", container] if container else [])
     return cluster.kubectl(*args, check=False).stdout

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import Cluster
-from tests.support import apply, get_json, logs, wait_pod_phase, wait_until
+from tests.support import apply, get_json, logs, pod_report, wait_pod_phase, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,10 @@ def test_deployment_gets_replicaset_and_ready_pod(testbed_cluster: Cluster, name
                 return pod  # type: ignore[no-any-return]
         return None
 
-    pod = wait_until(ready_pod, 90, "a Ready pod of the deployment")
+    try:
+        pod = wait_until(ready_pod, 90, "a Ready pod of the deployment")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{pod_report(testbed_cluster, namespace, 'app=web')}") from None
     assert pod["spec"]["nodeName"]  # type: ignore[index]
     ip = pod["status"]["podIP"]  # type: ignore[index]
     if testbed_cluster.host_ip:
