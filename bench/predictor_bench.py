@@ -45,6 +45,7 @@ from pulsetrain.exposition import Histogram
 from pulsetrain.gc_tuning import freeze_long_lived
 from pulsetrain.predict_io import batch_shapes, pad_rows, padded_size
 from pulsetrain.predict_telemetry import LATENCY_BUCKETS
+from pulsetrain.pulsar_io import acknowledger, receiver, sender
 from tests.integration.predictor_support import PredictorProcess, send_inputs
 from tests.support import free_port
 
@@ -137,13 +138,14 @@ class KeyedArrivals:
         self._thread.start()
 
     def _read(self) -> None:
+        receive, acknowledge = receiver(self._consumer), acknowledger(self._consumer)
         while not self._stop:
             try:
-                message = self._consumer.receive(timeout_millis=200)
+                message = receive(200)
             except pulsar.Timeout:
                 continue
             self.arrived.setdefault(message.partition_key(), time.time())
-            self._consumer.acknowledge(message)
+            acknowledge(message)
 
     def wait(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -160,13 +162,14 @@ def paced_send(client: pulsar.Client, topic: str, payloads: list[bytes], rate: f
     producer = client.create_producer(topic, batching_enabled=True, batching_max_publish_delay_ms=1,
                                       block_if_queue_full=True, max_pending_messages=50_000)
     sent_at: list[float] = []
+    send, no_properties = sender(producer), dict[str, str]()
     started = time.monotonic()
     for index, payload in enumerate(payloads):
         delay = started + index / rate - time.monotonic()
         if delay > 0.001:
             time.sleep(delay)
         sent_at.append(time.time())
-        producer.send_async(payload, None, partition_key=str(index))
+        send(payload, no_properties, str(index), None)
     producer.flush()
     producer.close()
     return sent_at
