@@ -128,6 +128,8 @@ class Answer:
     body: dict[str, Any]
     received_at: float
     """Wall time this reader received the answer."""
+    topic: str
+    """The topic it came from: a partition's own name when the output topic has partitions."""
 
 
 @dataclass
@@ -158,7 +160,8 @@ class Answers:
                 return
             properties = message.properties()
             self.answers.append(Answer(properties[INPUT_ID_PROPERTY], int(properties[MODEL_VERSION_PROPERTY]),
-                                       message.partition_key(), json.loads(message.data()), time.time()))
+                                       message.partition_key(), json.loads(message.data()), time.time(),
+                                       message.topic_name()))
             self._consumer.acknowledge(message)
 
     def by_id(self) -> dict[str, list[Answer]]:

@@ -99,6 +99,30 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_reasons(pulsar_brok
         client.close()
 
 
+def test_a_refused_dead_letter_copy_sends_its_original_back(pulsar_broker: PulsarURLs) -> None:
+    """The copy is refused (its producer is closed): the original is negatively acknowledged, so the broker
+    redelivers it, instead of holding it unacknowledged until the consumer goes away."""
+    topic = f"persistent://public/default/refused-{uuid.uuid4().hex[:8]}"
+    config = PulsarConfig(service_url=pulsar_broker.service_url, topic=topic, subscription="trainer",
+                          batch_receive_max_messages=100)
+    client = connect(config)
+    try:
+        consumer = client.subscribe(topic, "trainer", consumer_type=pulsar.ConsumerType.Shared,
+                                    initial_position=pulsar.InitialPosition.Earliest,
+                                    negative_ack_redelivery_delay_ms=100)
+        client.create_producer(topic).send(b"not json")
+        message = consumer.receive(timeout_millis=10_000)
+        dead = DeadLetters.open(client, config)
+        dead.producer.close()
+        dead.send(message, "json: invalid")
+        assert dead.acknowledge_persisted(consumer) == 0
+        again = consumer.receive(timeout_millis=10_000)
+        assert again.data() == b"not json" and again.message_id() == message.message_id()
+        assert again.redelivery_count() == 1
+    finally:
+        client.close()
+
+
 def test_backlog_is_read_from_the_admin_api(pulsar_broker: PulsarURLs) -> None:
     topic = f"persistent://public/default/backlog-{uuid.uuid4().hex[:8]}"
     client = pulsar.Client(pulsar_broker.service_url)

@@ -17,11 +17,12 @@ unit-tested; the rest is thin glue over the client, tested against the real brok
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy.typing as npt
 import pulsar
 
 from pulsetrain.config_model import ServingConfig
-from pulsetrain.pulsar_io import receiver, sender
+from pulsetrain.pulsar_io import Send, receiver
 
 INPUT_ID_PROPERTY = "pulsetrain.input-message-id"
 """The input's message ID (`str(MessageId)`, e.g. `(12,34,-1,0)`): how answers and duplicates are matched."""
@@ -190,6 +191,18 @@ def open_answers(client: pulsar.Client, serving: ServingConfig) -> pulsar.Produc
     )
 
 
+ANSWER_LIMIT_BYTES = 5 * 1024 * 1024 - 64 * 1024
+"""The largest answer payload sent: the broker's default `maxMessageSize` (5 MiB) less room for the message's
+metadata and properties. The client refuses a larger message at once, before any confirmation could fail."""
+
+
+def check_answer_sizes(payloads: Sequence[bytes], limit: int = ANSWER_LIMIT_BYTES) -> None:
+    """Raise `ValueError` naming the size when an answer is too large to send (its input is dead-lettered)."""
+    largest = max((len(p) for p in payloads), default=0)
+    if largest > limit:
+        raise ValueError(f"an answer of {largest:,} bytes is larger than the {limit:,} bytes a message may carry")
+
+
 @dataclass(frozen=True)
 class Confirmation:
     """The broker's answer about one batch of answers."""
@@ -209,28 +222,50 @@ class Inflight:
     the interpreter lock once per answer, which measured here as a third of the predictor's throughput.
     That one callback is enough because a producer persists its messages in order: when the broker confirms
     the last answer of a batch, every earlier one is persisted (the guarantee `producer.flush()` gives too).
-    A failed confirmation fails the whole batch: all its inputs are negatively acknowledged and answered
-    again, so some answers may be duplicated, never lost. The callback runs on the client's thread and only
-    appends to a deque (atomic, lock-free); the serving loop drains it and acknowledges on its own thread."""
+    Two cases would break that. An output topic with partitions: each partition's producer confirms on its
+    own, so such a topic gets a callback on every answer (`callback_per_answer`). And an answer the client
+    refuses at once, larger than the broker's message limit: `check_answer_sizes` turns it into a dead letter
+    before it is sent. A failed confirmation fails the whole batch: all its
+    inputs are negatively acknowledged and answered again, so some answers may be duplicated, never lost. The
+    callbacks run on the client's threads and only append to a deque or a list and step a counter (each
+    atomic, lock-free); the serving loop drains the deque and acknowledges on its own thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, callback_per_answer: bool = False) -> None:
         self._done: deque[Confirmation] = deque()
+        self.callback_per_answer = callback_per_answer
         self.pending = 0
         """Answers sent and not yet drained as confirmed or failed."""
 
-    def send(self, producer: pulsar.Producer, answers: Sequence[tuple[bytes, dict[str, str]]],
-             messages: list[Any]) -> None:
-        """Send one answer (payload, properties) per input of `messages`, keyed like its input."""
+    def send(self, send: Send, answers: Sequence[tuple[bytes, dict[str, str]]], messages: list[Any]) -> None:
+        """Send one answer (payload, properties) per input of `messages` through `send` (`pulsar_io.sender`),
+        keyed like its input."""
         if len(answers) != len(messages) or not messages:
             raise ValueError(f"{len(answers)} answers for {len(messages)} inputs")
+        sent = self._confirmed_when_all(messages) if self.callback_per_answer else self._confirmed_by_one(messages)
+        self.pending += len(messages)
+        last = len(messages) - 1
+        every = self.callback_per_answer
+        for index, ((payload, properties), message) in enumerate(zip(answers, messages, strict=True)):
+            send(payload, properties, message.partition_key() or None, sent if every or index == last else None)
 
+    def _confirmed_by_one(self, messages: list[Any]) -> Callable[[pulsar.Result, Any], None]:
         def sent(result: pulsar.Result, _message_id: Any) -> None:
             self._done.append(Confirmation(messages, result == pulsar.Result.Ok, str(result), time.time()))
+        return sent
 
-        self.pending += len(messages)
-        send, last = sender(producer), len(messages) - 1
-        for index, ((payload, properties), message) in enumerate(zip(answers, messages, strict=True)):
-            send(payload, properties, message.partition_key() or None, sent if index == last else None)
+    def _confirmed_when_all(self, messages: list[Any]) -> Callable[[pulsar.Result, Any], None]:
+        """One callback for every answer of a batch: the batch is done at the last of them to come back, and
+        failed when any of them failed (appended before that answer counts itself, so the last one sees it)."""
+        arrived, total = itertools.count(1), len(messages)
+        failures: list[str] = []
+
+        def sent(result: pulsar.Result, _message_id: Any) -> None:
+            if result != pulsar.Result.Ok:
+                failures.append(str(result))
+            if next(arrived) == total:
+                self._done.append(Confirmation(messages, not failures, failures[0] if failures else str(result),
+                                               time.time()))
+        return sent
 
     def drain(self) -> list[Confirmation]:
         done: list[Confirmation] = []

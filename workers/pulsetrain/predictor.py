@@ -63,6 +63,7 @@ from pulsetrain.predict_io import (
     Inflight,
     answer_properties,
     batch_shapes,
+    check_answer_sizes,
     collect,
     encode_answers,
     max_inflight,
@@ -73,7 +74,7 @@ from pulsetrain.predict_io import (
 )
 from pulsetrain.predict_progress import NOT_READY
 from pulsetrain.predict_telemetry import PredictorTelemetry
-from pulsetrain.pulsar_io import DeadLetters, acknowledger, connect
+from pulsetrain.pulsar_io import DeadLetters, Send, acknowledger, connect, sender
 from pulsetrain.stop_request import StopRequest
 from pulsetrain_operator.defaults import PREDICTOR_DRAIN_SECONDS
 
@@ -151,6 +152,7 @@ class Predictor:
         self.client: pulsar.Client | None = None
         self.consumer: pulsar.Consumer | None = None
         self.producer: pulsar.Producer | None = None
+        self.send_answer: Send | None = None
         self.dead_letters: DeadLetters | None = None
 
     # -- model ------------------------------------------------------------------------------------
@@ -187,6 +189,12 @@ class Predictor:
                 self.client = connect(pulsar_cfg)
                 self.consumer = open_inputs(self.client, self.serving)
                 self.producer = open_answers(self.client, self.serving)
+                self.send_answer = sender(self.producer)
+                partitions = len(self.client.get_topic_partitions(self.serving.output_topic))
+                self.inflight.callback_per_answer = partitions > 1
+                if partitions > 1:
+                    log.info("%s has %d partitions, each confirming on its own: one confirmation per answer",
+                             self.serving.output_topic, partitions)
                 self.dead_letters = DeadLetters(self.client.create_producer(
                     self.serving.dlq_topic, batching_enabled=True, block_if_queue_full=True),
                     self.serving.input_topic)
@@ -208,6 +216,7 @@ class Predictor:
                 except Exception as exc:  # closing after a broken connection: nothing left to do
                     log.debug("close: %s", exc)
         self.client, self.consumer, self.producer, self.dead_letters = None, None, None, None
+        self.send_answer = None
 
     # -- serving -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -272,8 +281,9 @@ class Predictor:
         while self.inflight.pending + len(answered) > self.max_inflight:
             time.sleep(0.0005)  # the broker is behind: let confirmations come in (releases the GIL)
             self._confirmations()
-        self.inflight.send(self.producer, [(payload, answer_properties(ids[row], model.version))
-                                           for row, payload in outcome.answered], answered)
+        assert self.send_answer is not None
+        self.inflight.send(self.send_answer, [(payload, answer_properties(ids[row], model.version))
+                                              for row, payload in outcome.answered], answered)
 
     def _predict(self, model: LoadedModel, features: Mapping[str, npt.NDArray[Any]], ids: list[str],
                  rows: list[int]) -> list[bytes]:
@@ -286,7 +296,9 @@ class Predictor:
         outputs = model.predict(pad_rows(features, padded_size(len(rows), self.serving.max_batch_size)))
         self.telemetry.batch(len(rows), time.perf_counter() - started)
         outputs = {name: values[:len(rows)] for name, values in outputs.items()}
-        return encode_answers(outputs, model.version, [ids[row] for row in rows])
+        answers = encode_answers(outputs, model.version, [ids[row] for row in rows])
+        check_answer_sizes(answers)
+        return answers
 
     def _dead_letter(self, message: Any, reason: str) -> None:
         """To the dead-letter topic with `reason`, then acknowledged."""

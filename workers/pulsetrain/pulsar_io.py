@@ -125,6 +125,7 @@ class DeadLetters:
     producer: pulsar.Producer
     source_topic: str
     _persisted: deque[Any] = field(default_factory=deque)  # appended on the client's thread, drained on ours
+    _refused: deque[Any] = field(default_factory=deque)  # the same, for copies the broker refused
 
     @classmethod
     def open(cls, client: pulsar.Client, config: PulsarConfig) -> DeadLetters:
@@ -147,17 +148,21 @@ class DeadLetters:
             if result == pulsar.Result.Ok:
                 self._persisted.append(token)
             else:
+                self._refused.append(token)
                 log.warning("the dead-letter topic refused a copy (%s); the original will be redelivered", result)
 
         self.producer.send_async(message.data(), done, properties=properties, partition_key=key or None)
 
     def acknowledge_persisted(self, consumer: pulsar.Consumer) -> int:
         """On the owner's thread: acknowledge, with `consumer`, the originals whose copies the broker has persisted
-        since the last call; returns how many."""
+        since the last call, and negatively acknowledge those whose copies it refused (they come back after the
+        consumer's redelivery delay and are dead-lettered again); returns how many were acknowledged."""
         done = 0
         while self._persisted:
             consumer.acknowledge(self._persisted.popleft())
             done += 1
+        while self._refused:
+            consumer.negative_acknowledge(self._refused.popleft())
         return done
 
     def flush(self) -> None:
