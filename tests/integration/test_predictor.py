@@ -186,7 +186,7 @@ def test_a_partitioned_output_topic_answers_every_input_once(trained: Trained, t
     try:
         s.predictor.wait_state("serving", 120)
         assert "one confirmation per answer" in s.predictor.log_tail()
-        payloads, labels = held_out(trained.test, 300)
+        payloads, _ = held_out(trained.test, 300)
         ids = send_inputs(client, s.input_topic, payloads, [f"digit-{i}" for i in range(len(payloads))])
         grouped = answers.wait_for(ids, timeout=120)
         assert set(grouped) == set(ids) and all(len(group) == 1 for group in grouped.values())
