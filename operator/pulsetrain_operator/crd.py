@@ -347,7 +347,12 @@ def spec_schema() -> Schema:
         "worker": _worker(),
         "runPolicy": _run_policy(),
         "serving": serving_schema(),
-    }, required=["source", "data", "model", "storage"])
+    }, required=["source", "data", "model", "storage"], rules=[
+        _rule("!has(self.serving) || has(self.storage.claimName)",
+              "serving needs storage.claimName: the predictors load the models the workers export, so both must "
+              "mount the same PersistentVolumeClaim (without one, every pod writes to its own emptyDir)",
+              field_path=".storage.claimName"),
+    ])
 
 
 # --- the CustomResourceDefinition ---------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def serving_schema() -> Schema:
     cfg = worker.ServingConfig
     lead = ("The operator runs the predictors as a Deployment `{name}-predictor` once a first model version "
             "exists (bounded mode: when training succeeded; continuous mode: at the first export) and reports "
-            "them in `status.serving`. Changes roll the predictors; training is not restarted.")
+            "them in `status.serving`. Changes roll the predictors; training is not restarted. Needs "
+            "`storage.claimName`: the predictors mount the workers' claim to read their exports.")
     return _object(_class_doc(cfg, lead), {
         "replicas": _int(f"Predictor pods; they share the input subscription. Default {defaults.SERVING_REPLICAS}.",
                          ge=0, le=defaults.MAX_SERVING_REPLICAS, default=defaults.SERVING_REPLICAS),

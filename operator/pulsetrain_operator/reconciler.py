@@ -33,7 +33,7 @@ from pulsetrain_operator.lifecycle import Observation, Plan, decide
 from pulsetrain_operator.names import COMPONENT_LABEL, predictor_config_map_name, predictor_name
 from pulsetrain_operator.observed import WorkerPod
 from pulsetrain_operator.progress import read_predictor_progress, read_progress
-from pulsetrain_operator.serving import ServingPlan, plan_serving
+from pulsetrain_operator.serving import ServingPlan, plan_serving, predictor_trouble
 from pulsetrain_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,8 @@ def _serving(kube: Kube, settings: Settings, tp: Mapping[str, Any], listed: list
     deployment = kube.get_deployment(namespace, predictor_name(name))
     port = metrics_port(tp)
     found = [read_predictor_progress(ip, port, settings.progress_timeout_seconds) for ip in _ready_predictors(listed)]
-    return plan_serving(tp, settings, model_version, deployment, [p for p in found if p is not None])
+    return plan_serving(tp, settings, model_version, deployment, [p for p in found if p is not None],
+                        predictor_trouble(listed))
 
 
 def write_serving(kube: Kube, tp: Mapping[str, Any], serving: ServingPlan) -> int:

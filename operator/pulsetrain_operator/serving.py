@@ -5,7 +5,9 @@ covers both modes: a pipeline with `spec.serving` gets its predictor Deployment 
 names a first exported version (a bounded pipeline exports when training has succeeded; a continuous
 one at its first periodic export), and keeps it while `spec.serving` is there, whatever training does
 next (a gang restart does not stop the answers). Removing `spec.serving` removes the predictors.
-`status.serving` sums the ready predictors' own progress documents.
+`status.serving` sums the ready predictors' own progress documents, and when predictors are not ready, says
+why from their pods (`predictor_trouble`): a crash-looping predictor (a pinned version that does not exist,
+a configuration it refuses) must not read as "starting" for ever.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pulsetrain_operator.builders.predictor import (
     replicas,
     serving_spec,
 )
+from pulsetrain_operator.names import COMPONENT_LABEL
 from pulsetrain_operator.settings import Settings
 
 
@@ -53,9 +56,39 @@ def _differs(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return shape(existing) != shape(desired)
 
 
+_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def predictor_trouble(pods: Sequence[Mapping[str, Any]]) -> str:
+    """Why a predictor pod among `pods` (the pipeline's pods) is not ready, for a person: its container's waiting
+    reason (not the usual start-up ones) and how its last run ended (exit code and the last line of its
+    termination message, the log tail); empty when no pod has anything to say."""
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        if ((meta.get("labels") or {}).get(COMPONENT_LABEL) != "predictor"
+                or any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])):
+            continue
+        container: Mapping[str, Any] = next(iter(status.get("containerStatuses") or []), {})
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        ended = (container.get("state") or {}).get("terminated") or (container.get("lastState") or {}).get(
+            "terminated") or {}
+        parts = []
+        if waiting.get("reason") and waiting["reason"] not in _STARTING:
+            parts.append(str(waiting["reason"]))
+        if ended:
+            lines = str(ended.get("message") or "").strip().splitlines()
+            said = lines[-1][-300:] if lines else str(ended.get("reason") or "")
+            parts.append(f"exited with code {ended.get('exitCode')}" + (f": {said}" if said else ""))
+        if parts:
+            return f"pod {meta.get('name')}: {'; '.join(parts)}"
+    return ""
+
+
 def serving_status(desired_replicas: int, deployment: Mapping[str, Any] | None,
-                   progress: Sequence[PredictorProgress], model_version: int | None) -> dict[str, Any]:
-    """`status.serving` from the Deployment's status and the ready predictors' progress documents."""
+                   progress: Sequence[PredictorProgress], model_version: int | None,
+                   trouble: str = "") -> dict[str, Any]:
+    """`status.serving` from the Deployment's status, the ready predictors' progress documents and what
+    `predictor_trouble` found."""
     ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
     served = [p.model_version for p in progress if p.model_version is not None]
     status: dict[str, Any] = {
@@ -75,13 +108,16 @@ def serving_status(desired_replicas: int, deployment: Mapping[str, Any] | None,
         status["message"] = f"serving model version {min(served)} on {ready}/{desired_replicas} predictor(s)"
     else:
         status["message"] = f"starting predictors ({ready}/{desired_replicas} ready)"
+    if trouble and model_version is not None and ready < desired_replicas:
+        status["message"] += f"; {trouble}"
     return status
 
 
 def plan_serving(tp: Mapping[str, Any], settings: Settings, model_version: int | None,
-                 deployment: Mapping[str, Any] | None, progress: Sequence[PredictorProgress]) -> ServingPlan:
+                 deployment: Mapping[str, Any] | None, progress: Sequence[PredictorProgress],
+                 trouble: str = "") -> ServingPlan:
     """The plan for pipeline `tp`'s predictors, given the newest model version, their Deployment as it is
-    (None: absent) and the ready predictors' progress documents."""
+    (None: absent), the ready predictors' progress documents and `predictor_trouble`'s words."""
     if serving_spec(tp) is None:
         return ServingPlan(deployment=None, config_map=None, update=False, delete=deployment is not None,
                            status=None)
@@ -91,4 +127,4 @@ def plan_serving(tp: Mapping[str, Any], settings: Settings, model_version: int |
     desired = predictor_deployment(tp, settings)
     return ServingPlan(deployment=desired, config_map=predictor_config_map(tp),
                        update=deployment is None or _differs(deployment, desired), delete=False,
-                       status=serving_status(replicas(tp), deployment, progress, model_version))
+                       status=serving_status(replicas(tp), deployment, progress, model_version, trouble))

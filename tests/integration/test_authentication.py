@@ -1,5 +1,6 @@
 """Token authentication end to end: a second, authentication-enforcing Pulsar standalone; a client
-without a token is refused; a worker whose configuration names a token file trains on it."""
+without a token is refused; a worker whose configuration names a token file trains on it, and
+`pulsetrain produce --config` publishes with it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,3 +87,37 @@ def test_worker_trains_with_a_token_file(secured_broker: tuple[PulsarServer, str
     assert summary["trainedSamples"] == len(payloads)
     log = (tmp_path / "worker-0.log").read_text()
     assert token not in log and "authentication: TokenAuth" in log  # used, never logged
+
+
+def test_a_missing_token_file_stops_the_worker_with_the_field_named(secured_broker: tuple[PulsarServer, str],
+                                                                      tmp_path: Path) -> None:
+    """Not an outage to wait out: the worker exits 2 (invalid configuration) instead of retrying for ever."""
+    server, _ = secured_broker
+    config = make_config(tmp_path, server.service_url, f"persistent://public/default/secured-{uuid.uuid4().hex[:8]}")
+    doc = json.loads(config.read_text())
+    doc["source"]["pulsar"]["authentication"] = {"token": {"file": str(tmp_path / "no-such-token")}}
+    config.write_text(json.dumps(doc))
+    g = gang(tmp_path, config, workers=1)
+    g.start(tmp_path)
+    codes = g.wait(180)
+    g.stop(grace=5)
+    log = (tmp_path / "worker-0.log").read_text()
+    assert codes == [2], log[-3000:]
+    assert "invalid configuration: source.pulsar.authentication.token.file: cannot read" in log
+    assert "unreachable" not in log
+
+
+def test_produce_publishes_with_the_configurations_token(secured_broker: tuple[PulsarServer, str],
+                                                         tmp_path: Path) -> None:
+    server, token = secured_broker
+    topic = f"persistent://public/default/secured-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "token").write_text(token + "\n")
+    config = make_config(tmp_path, server.service_url, topic)
+    doc = json.loads(config.read_text())
+    doc["source"]["pulsar"]["authentication"] = {"token": {"file": str(tmp_path / "token")}}
+    config.write_text(json.dumps(doc))
+    result = subprocess.run([sys.executable, "-m", "pulsetrain.cli", "produce", "--dataset", "digits", "--config",
+                             str(config), "--limit", "25", "--no-progress"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"published 25 raw messages to {topic}" in result.stdout and token not in result.stdout + result.stderr

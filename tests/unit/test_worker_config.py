@@ -72,7 +72,7 @@ def test_continuous_mode_defaults_export_interval_and_regression_defaults() -> N
     def edit(d: dict[str, Any]) -> None:
         d["training"] = {"mode": "continuous"}
         d["model"] = {"builtin": "linear", "task": "regression"}
-        d["data"]["label"] = {"name": "y", "dtype": "float32", "shape": [2]}
+        d["data"]["label"] = {"name": "y", "dtype": "float32", "shape": []}
         d["source"]["pulsar"]["deadLetterTopic"] = "bad-digits"
 
     config = load_config(doc(edit))
@@ -121,6 +121,11 @@ def test_the_documented_dtype_message() -> None:
     (lambda d: d["model"].update(numClasses=1), "model.numClasses: 1 is out of range; allowed 2 <= x <= 1000000"),
     (lambda d: d["data"]["label"].update(dtype="float32"),
      "data.label.dtype: 'float32' cannot hold class indices; task 'classification' needs an integer dtype"),
+    (lambda d: (d["model"].update(task="regression"), d["model"].pop("numClasses"),
+                d["data"]["label"].update(dtype="float32", shape=[2])),
+     "data.label.shape: [2] is not allowed; task 'regression' predicts one value per record (shape [] or [1])"),
+    (lambda d: d["source"]["pulsar"].update(topic="digits", deadLetterTopic="persistent://public/default/digits"),
+     "source.pulsar.deadLetterTopic: 'persistent://public/default/digits' is the training topic itself"),
     (lambda d: d["model"].update(custom="mymodels.build"),
      "model.custom: 'mymodels.build' is not in 'module:function' form"),
     (lambda d: d["model"].update(preprocess="pre:"), "model.preprocess: 'pre:' is not in 'module:function' form"),

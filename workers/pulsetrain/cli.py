@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from pulsetrain import datasets
-from pulsetrain.config import load_config, load_config_file
+from pulsetrain.config import ConfigError, load_config, load_config_file
 from pulsetrain.config_model import DataConfig, WorkerConfig
 from pulsetrain.embedded_broker import MAX_WORKERS as EMBEDDED_MAX_WORKERS
 from pulsetrain.embedded_broker import BrokerError
@@ -79,6 +79,8 @@ def _produce(args: argparse.Namespace, config: WorkerConfig | None, service_url:
     import numpy as np
     import pulsar
 
+    from pulsetrain.pulsar_io import connect
+
     if args.file and config is None:
         print("pulsetrain produce: --file needs --config or --pipeline (they declare the schema)", file=sys.stderr)
         return 2
@@ -105,8 +107,13 @@ def _produce(args: argparse.Namespace, config: WorkerConfig | None, service_url:
         print("pulsetrain produce: give --topic (or --config with source.pulsar.topic)", file=sys.stderr)
         return 2
     service_url = service_url or (config.source.pulsar.service_url if config else "pulsar://localhost:6650")
-    client = pulsar.Client(service_url, operation_timeout_seconds=30,
-                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:  # with --config, its authentication and TLS settings too
+        client = (connect(dataclasses.replace(config.source.pulsar, service_url=service_url)) if config else
+                  pulsar.Client(service_url, operation_timeout_seconds=30,
+                                logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)))
+    except ConfigError as exc:  # a token file that is missing or empty, say
+        print(f"pulsetrain produce: {exc}", file=sys.stderr)
+        return 2
     try:
         count = produce(client, topic, data, features, labels, repeat=args.repeat, progress=not args.no_progress)
     except pulsar.PulsarException as exc:

@@ -147,7 +147,7 @@ def _pulsar(sec: Section) -> PulsarConfig:
     )
     sec.raw("authentication")
     sec.done()
-    if config.dead_letter_topic is not None and config.dead_letter_topic == config.topic:
+    if config.dead_letter_topic is not None and full_topic(config.dead_letter_topic) == full_topic(config.topic):
         sec.error("deadLetterTopic", f"{config.dead_letter_topic!r} is the training topic itself; use another topic")
     uses_tls = isinstance(config.authentication, TlsAuth) or config.tls_trust_certs_file is not None
     if uses_tls and sec.problems.clean(sec.sub("serviceUrl")) and not config.service_url.startswith("pulsar+ssl://"):
@@ -409,5 +409,9 @@ def _cross_checks(config: WorkerConfig, problems: Problems) -> None:
     elif model.task == "binary" and label.size != 1:
         problems.add(f"{path}.shape", f"{list(label.shape)} is not allowed; task 'binary' needs one 0/1 value "
                                       "per record (shape [] or [1])")
-    elif model.task == "regression" and label.dtype == "bool":
-        problems.add(f"{path}.dtype", "'bool' is not allowed for task 'regression'; use a numeric dtype")
+    elif model.task == "regression":
+        if label.dtype == "bool":
+            problems.add(f"{path}.dtype", "'bool' is not allowed for task 'regression'; use a numeric dtype")
+        if label.size != 1:
+            problems.add(f"{path}.shape", f"{list(label.shape)} is not allowed; task 'regression' predicts one value "
+                                          "per record (shape [] or [1])")

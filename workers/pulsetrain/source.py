@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pulsar
 
-from pulsetrain.config import WorkerConfig
+from pulsetrain.config import ConfigError, WorkerConfig
 from pulsetrain.decode import DecodedBatch, Decoder
 from pulsetrain.digest import digests
 from pulsetrain.hooks import load_hook
@@ -127,6 +127,9 @@ class Source:
             self.client = connect(pulsar_cfg)
             self.consumer = subscribe(self.client, pulsar_cfg)
             self.dead_letters = DeadLetters.open(self.client, pulsar_cfg)
+        except ConfigError:  # a token file missing or empty: waiting will not fix it, the worker exits 2
+            self.close()
+            raise
         except Exception as exc:  # the client raises its own exception types for every network failure
             self.unavailable = (f"Pulsar at {pulsar_cfg.service_url} unreachable: {exc}; "
                                 f"retrying in {self._backoff:.0f}s")

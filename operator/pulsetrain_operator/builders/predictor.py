@@ -98,6 +98,7 @@ def predictor_deployment(tp: Mapping[str, Any], settings: Settings) -> dict[str,
         "imagePullPolicy": worker.get("imagePullPolicy") or defaults.IMAGE_PULL_POLICY,
         "command": list(defaults.PREDICTOR_COMMAND),
         "args": ["--config", f"{defaults.CONFIG_DIR}/{defaults.PREDICTOR_CONFIG_KEY}"],
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # why it exited, for status.serving.message
         "securityContext": container_security_context(),
         "env": [{"name": "PULSETRAIN_PIPELINE", "value": name}, {"name": "PULSETRAIN_NAMESPACE", "value": namespace},
                 {"name": "PYTHONUNBUFFERED", "value": "1"}, *copy.deepcopy(list(worker.get("env") or []))],

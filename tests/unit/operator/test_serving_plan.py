@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pulsetrain.predict_progress import PredictorProgress
 from pulsetrain.progress_doc import DeadLettered
 from pulsetrain_operator.builders.predictor import predictor_deployment
-from pulsetrain_operator.serving import plan_serving
+from pulsetrain_operator.names import COMPONENT_LABEL
+from pulsetrain_operator.serving import plan_serving, predictor_trouble
 from pulsetrain_operator.settings import Settings
 from tests.unit.operator import samples
 
@@ -59,3 +62,38 @@ def test_predictors_without_a_loaded_model_report_no_version() -> None:
     plan = plan_serving(samples.serving(), SETTINGS, 1, None, [progress(None, 0, 0.0)])
     assert plan.status is not None and "modelVersion" not in plan.status
     assert plan.status["message"] == "starting predictors (0/2 ready)"
+
+
+def predictor_pod(name: str, ready: bool, container: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {COMPONENT_LABEL: "predictor"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                       "containerStatuses": [container]}}
+
+
+CRASH_LOOPING = {"state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting"}},
+                 "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "message": (
+                     "INFO loading\npulsetrain predictor: invalid configuration: serving.modelVersion: 7 does not "
+                     "exist under /data/export\n")}}}
+
+
+def test_a_crash_looping_predictor_says_why_in_the_status() -> None:
+    tp = samples.serving()
+    pods = [predictor_pod("serve-predictor-a", True, {"state": {"running": {}}}),
+            {"metadata": {"name": "serve-0", "labels": {COMPONENT_LABEL: "worker"}}, "status": {}},
+            predictor_pod("serve-predictor-b", False, CRASH_LOOPING)]
+    trouble = predictor_trouble(pods)
+    assert trouble == ("pod serve-predictor-b: CrashLoopBackOff; exited with code 2: pulsetrain predictor: invalid "
+                       "configuration: serving.modelVersion: 7 does not exist under /data/export")
+    deployment = {**predictor_deployment(tp, SETTINGS), "status": {"readyReplicas": 1}}
+    plan = plan_serving(tp, SETTINGS, 1, deployment, [], trouble)
+    assert plan.status is not None
+    assert plan.status["message"] == f"starting predictors (1/2 ready); {trouble}"
+
+
+def test_predictors_starting_normally_have_nothing_to_say() -> None:
+    starting = predictor_pod("p", False, {"state": {"waiting": {"reason": "ContainerCreating"}}})
+    assert predictor_trouble([starting, predictor_pod("q", False, {})]) == ""
+    pulling = predictor_pod("r", False, {"state": {"waiting": {"reason": "ImagePullBackOff"}}})
+    assert predictor_trouble([starting, pulling]) == "pod r: ImagePullBackOff"
+    plan = plan_serving(samples.serving(), SETTINGS, 1, None, [], "")
+    assert plan.status is not None and plan.status["message"] == "starting predictors (0/2 ready)"
