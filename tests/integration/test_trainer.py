@@ -289,8 +289,13 @@ def test_continuous_mode_exports_versions_until_sigterm(pulsar_broker: PulsarURL
 def test_user_model_and_preprocess_hooks_and_max_steps(pulsar_broker: PulsarURLs, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     topic = f"persistent://public/default/hooks-{uuid.uuid4().hex[:8]}"
-    _, payloads = digits_payloads(repeat=1)
-    publish(pulsar_broker.service_url, topic, payloads)
+    dataset, payloads = digits_payloads(repeat=1)
+    refused = dataset.features["pixels"][:3].copy()
+    refused[:, 0] = -1.0  # `halve` raises on these: dead letters, while the records beside them train
+    refused_payloads = encode_batch(dataset.data, {"pixels": refused}, dataset.labels[:3])
+    client = pulsar.Client(pulsar_broker.service_url)
+    dlq = client.subscribe(f"{topic}-trainer-DLQ", "check", initial_position=pulsar.InitialPosition.Earliest)
+    publish(pulsar_broker.service_url, topic, payloads[:5] + refused_payloads + payloads[5:])
     config = make_config(tmp_path, pulsar_broker.service_url, topic, maxSteps=15)
     doc = json.loads(config.read_text())
     doc["model"] = {"custom": "tests.integration.user_hooks:tiny_model", "task": "classification",
@@ -306,6 +311,13 @@ def test_user_model_and_preprocess_hooks_and_max_steps(pulsar_broker: PulsarURLs
     calls = hook_log.read_text().splitlines()
     assert calls.count("model") == 1
     assert any(line.startswith("preprocess ") for line in calls)
+    assert summary["deadLettered"] == 3
+    try:
+        letters = [dlq.receive(timeout_millis=10_000) for _ in refused_payloads]
+    finally:
+        client.close()
+    assert sorted(m.data() for m in letters) == sorted(refused_payloads)
+    assert {m.properties()["pulsetrain.reason"] for m in letters} == {"preprocess: ValueError: a negative pixel"}
 
 
 def restart(broker: Any) -> None:

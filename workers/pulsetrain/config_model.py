@@ -243,7 +243,11 @@ class ModelConfig:
     metrics: tuple[str, ...]
     """`metrics`: default `["accuracy"]` for classification and binary, `["mae"]` for regression."""
     preprocess: str | None = None
-    """`preprocess`: optional `module:function`, NumPy batch in, NumPy batch out (training and serving)."""
+    """`preprocess`: optional `module:function` called on every decoded batch, in training and serving: a dict
+    of NumPy arrays by feature name (one row per record) in, the same names, rows and values per record out.
+    A record it raises on, or returns non-finite values for, goes to the dead-letter topic. It runs in Python,
+    so the exported SavedModel does not contain it: pulsetrain's predictor applies it, TensorFlow Serving
+    would not."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,6 +42,7 @@ from pulsetrain.decode import DecodedBatch, Decoder
 from pulsetrain.digest import digests
 from pulsetrain.hooks import load_hook
 from pulsetrain.ledger import Ledger
+from pulsetrain.preprocessing import preprocess_batch
 from pulsetrain.pulsar_io import DeadLetters, acknowledger, connect, receive_batch, subscribe
 
 log = logging.getLogger(__name__)
@@ -249,10 +250,21 @@ class Source:
             labels, digests = batch.labels[rows_of], item.digests[sources]
             ids, message_ids = [item.ids[i] for i in sources], [item.message_ids[i] for i in sources]
         else:  # the usual batch: every message new and well formed, nothing to select or copy
+            sources = None
             features, labels, digests = batch.features, batch.labels, item.digests
             ids, message_ids = item.ids, item.message_ids
         if self.preprocess is not None:
-            features = self.preprocess(features)
+            done = preprocess_batch(self.preprocess, features, self.config.data)
+            for row, reason in done.rejects:
+                index = row if sources is None else sources[row]
+                self.dead_letters.send(item.messages[index], reason, acknowledge=item.message_ids[index])
+                self.on_reject(reason)
+            if done.rejects:
+                if not done.kept:
+                    return
+                labels, digests = labels[done.kept], digests[done.kept]
+                ids, message_ids = [ids[r] for r in done.kept], [message_ids[r] for r in done.kept]
+            features = done.features
         self.pending.update(zip(ids, message_ids, strict=True))
         rows = Rows(flatten(self.config, features, len(ids)), labels, digests, ids)
         self.buffer.append(rows)
