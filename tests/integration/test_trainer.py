@@ -76,8 +76,16 @@ def chief_progress(g: LocalGang) -> dict[str, Any] | None:
 
 
 def digits_payloads(repeat: int, data_format: str = "raw") -> tuple[datasets.Dataset, list[bytes]]:
+    """The training split `repeat` times, every payload unique: the first pixel (0 in almost every digit) holds
+    the record's serial number / total. Copies of one payload would let a message lost and another trained
+    twice leave both the count and the digest sum right; unique payloads cannot."""
     train, test = datasets.load("digits", data_format).split(0.2, seed=0)  # type: ignore[arg-type]
-    return test, encode_batch(train.data, train.features, train.labels) * repeat
+    rows = len(train.labels)
+    pixels = np.tile(train.features["pixels"], (repeat, 1))
+    pixels[:, 0] = np.arange(rows * repeat) / (rows * repeat)
+    payloads = encode_batch(train.data, {"pixels": pixels}, np.tile(train.labels, repeat))
+    assert len(set(payloads)) == len(payloads)
+    return test, payloads
 
 
 def gang(tmp_path: Path, config: Path, workers: int = 2) -> LocalGang:
@@ -98,15 +106,29 @@ def committed(tmp_path: Path) -> int:
     return len(list(directory.glob("*.committed"))) if directory.exists() else 0
 
 
+def committed_totals(root: Path) -> tuple[int, int]:
+    """(samples trained, digest sum) as stored in the newest committed checkpoint under `root`/checkpoints."""
+    import tensorflow as tf
+
+    steps = [int(path.stem.removeprefix("ckpt-")) for path in (root / "checkpoints").glob("ckpt-*.committed")]
+    reader = tf.train.load_checkpoint(str(root / "checkpoints" / f"ckpt-{max(steps)}"))
+    trained, digest_sum = reader.get_tensor("totals/.ATTRIBUTES/VARIABLE_VALUE").tolist()
+    return int(trained), int(digest_sum)
+
+
 def assert_exactly_once(summaries: list[dict[str, Any]], payloads: list[bytes], logs: Path | None = None) -> None:
-    """Every produced message counted once by every worker; on failure, the workers' logs from `logs` say why."""
+    """Every produced message counted once by every worker, and in the final committed checkpoint when `logs`
+    (the gang's directory) holds the checkpoints; on failure, the workers' logs say why."""
     expected = (len(payloads), sum(digest(p) for p in payloads))
-    for summary in summaries:
-        if (summary["trainedSamples"], summary["digestSum"]) != expected:
+    found = [(f"worker {i}'s summary", (s["trainedSamples"], s["digestSum"])) for i, s in enumerate(summaries)]
+    if logs is not None and (logs / "checkpoints").exists():
+        found.append(("the final committed checkpoint", committed_totals(logs)))
+    for where, (trained, digest_sum) in found:
+        if (trained, digest_sum) != expected:
             tails = "\n".join(f"--- worker-{i}.log\n" + path.read_text()[-4000:]
                               for i, path in enumerate(sorted(logs.glob("worker-*.log")))) if logs else ""
-            raise AssertionError(f"trained {summary['trainedSamples']} of {len(payloads)} messages (digest sum "
-                                 f"{summary['digestSum']}, expected {expected[1]})\n{tails}")
+            raise AssertionError(f"{where}: trained {trained} of {len(payloads)} messages (digest sum {digest_sum}, "
+                                 f"expected {expected[1]})\n{tails}")
 
 
 def test_two_workers_learn_digits(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
