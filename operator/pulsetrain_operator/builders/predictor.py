@@ -59,8 +59,10 @@ def serving_section(tp: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def predictor_config(tp: Mapping[str, Any]) -> dict[str, Any]:
-    """The worker configuration plus its `serving` section: what `python -m pulsetrain.predictor` reads."""
+    """The worker configuration plus its `serving` section, less `training` (the predictor reads none of it,
+    so tuning training does not roll the predictors): what `python -m pulsetrain.predictor` reads."""
     doc = worker_config(tp)
+    doc.pop("training", None)
     doc["serving"] = serving_section(tp)
     return doc
 
@@ -79,10 +81,10 @@ def predictor_config_map(tp: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def config_hash(tp: Mapping[str, Any], settings: Settings) -> str:
-    """A short sha256 of the predictor configuration and the pod template's inputs: changes roll the pods."""
-    shape = {"config": predictor_config(tp), "image": worker_image(tp, settings),
-             "worker": dict(spec_section(tp, "worker")), "resources": spec_section(tp, "serving").get("resources")}
+def config_hash(tp: Mapping[str, Any], pod_spec: Mapping[str, Any]) -> str:
+    """A short sha256 of what a predictor pod runs: its configuration and its pod spec. A change to either rolls
+    the pods, and nothing else does (the workers' replicas or resources, say)."""
+    shape = {"config": predictor_config(tp), "pod": pod_spec}
     return hashlib.sha256(json.dumps(shape, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -132,7 +134,7 @@ def predictor_deployment(tp: Mapping[str, Any], settings: Settings) -> dict[str,
             "selector": {"matchLabels": predictor_selector(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: config_hash(tp, settings)}},
+                "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: config_hash(tp, pod_spec)}},
                 "spec": pod_spec,
             },
         },

@@ -82,3 +82,19 @@ def test_replicas_alone_do_not_change_the_pod_template() -> None:
     after = samples.edited(before, lambda spec: spec["serving"].update(replicas=5))
     assert pod_template(predictor_deployment(before, SETTINGS)) == pod_template(predictor_deployment(after, SETTINGS))
     assert predictor_deployment(after, SETTINGS)["spec"]["replicas"] == 5
+
+
+def test_only_what_the_predictors_run_rolls_them() -> None:
+    def rolled(edit: Any) -> bool:
+        before = samples.serving()
+        after = samples.edited(before, edit)
+        return bool(pod_template(predictor_deployment(before, SETTINGS)) != pod_template(
+            predictor_deployment(after, SETTINGS)))
+
+    assert not rolled(lambda spec: spec.setdefault("training", {}).update(maxSteps=7))
+    assert not rolled(lambda spec: spec.setdefault("worker", {}).update(
+        replicas=4, resources={"limits": {"cpu": "3"}}))
+    assert rolled(lambda spec: spec.setdefault("worker", {}).update(env=[{"name": "A", "value": "1"}]))
+    assert rolled(lambda spec: spec["data"].update(format="json"))
+    assert rolled(lambda spec: spec["serving"].update(resources={"limits": {"cpu": "2"}}))
+    assert "training" not in predictor_config(samples.serving())
