@@ -17,6 +17,7 @@ from pathlib import Path
 import pulsar
 import pytest
 
+from pulsetrain.pulsar_io import backlog
 from tests.cluster.pulsar_server import PulsarServer
 from tests.integration.test_trainer import digits_payloads, finish, gang, make_config, publish
 
@@ -121,3 +122,19 @@ def test_produce_publishes_with_the_configurations_token(secured_broker: tuple[P
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"published 25 raw messages to {topic}" in result.stdout and token not in result.stdout + result.stderr
+
+
+def test_backlog_is_read_with_the_token(secured_broker: tuple[PulsarServer, str]) -> None:
+    server, token = secured_broker
+    topic = f"persistent://public/default/secured-{uuid.uuid4().hex[:8]}"
+    client = pulsar.Client(server.service_url, authentication=pulsar.AuthenticationToken(token),
+                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    try:
+        client.subscribe(topic, "trainer", initial_position=pulsar.InitialPosition.Earliest).close()
+        producer = client.create_producer(topic, batching_enabled=False)
+        for i in range(4):
+            producer.send(b"%d" % i)
+    finally:
+        client.close()
+    assert backlog(server.admin_url, topic, "trainer", token=token) == 4
+    assert backlog(server.admin_url, topic, "trainer") is None  # refused without it (401): None, not an error

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import urllib.request
 import uuid
 
 import numpy as np
@@ -134,5 +135,21 @@ def test_backlog_is_read_from_the_admin_api(pulsar_broker: PulsarURLs) -> None:
         assert backlog(pulsar_broker.admin_url, topic, "trainer") == 5
         assert backlog(pulsar_broker.admin_url, topic, "no-such-subscription") is None
         assert backlog("http://127.0.0.1:9", topic, "trainer") is None  # unreachable: None, not an error
+    finally:
+        client.close()
+
+
+def test_backlog_of_a_partitioned_topic_named_tenant_namespace_topic(pulsar_broker: PulsarURLs) -> None:
+    name = f"public/default/backlog-{uuid.uuid4().hex[:8]}"
+    request = urllib.request.Request(f"{pulsar_broker.admin_url}/admin/v2/persistent/{name}/partitions", data=b"3",
+                                     method="PUT", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).close()
+    client = pulsar.Client(pulsar_broker.service_url)
+    try:
+        client.subscribe(name, "trainer", initial_position=pulsar.InitialPosition.Earliest).close()
+        producer = client.create_producer(name, batching_enabled=False)
+        for i in range(7):
+            producer.send(b"%d" % i, partition_key=str(i))  # spread over the partitions
+        assert backlog(pulsar_broker.admin_url, name, "trainer") == 7
     finally:
         client.close()

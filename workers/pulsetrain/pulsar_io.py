@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from typing import Any
 import _pulsar
 import pulsar
 
+from pulsetrain.config import full_topic
 from pulsetrain.config_model import PulsarConfig, TlsAuth, TokenAuth
 
 log = logging.getLogger(__name__)
@@ -174,16 +176,25 @@ class DeadLetters:
         self.producer.close()
 
 
-def backlog(admin_url: str, topic: str, subscription: str, timeout: float = 5.0) -> int | None:
-    """The subscription's backlog from the admin REST API; None when it cannot be read."""
-    name = topic.split("://", 1)[1] if "://" in topic else f"public/default/{topic}"
-    kind = topic.split("://", 1)[0] if "://" in topic else "persistent"
-    url = f"{admin_url.rstrip('/')}/admin/v2/{kind}/{name}/stats"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            stats = json.load(response)
-    except (OSError, ValueError) as exc:
-        log.debug("backlog of %s unavailable: %s", topic, exc)
-        return None
-    value = stats.get("subscriptions", {}).get(subscription, {}).get("msgBacklog")
+def backlog(admin_url: str, topic: str, subscription: str, timeout: float = 5.0,
+            token: str | None = None) -> int | None:
+    """The subscription's backlog from the admin REST API (summed over the partitions of a partitioned topic),
+    sent with `token` as a bearer token when given; None when it cannot be read."""
+    kind, name = full_topic(topic).split("://", 1)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    stats = None
+    for endpoint in ("stats", "partitioned-stats"):  # a partitioned topic has no stats of its own: 404
+        request = urllib.request.Request(f"{admin_url.rstrip('/')}/admin/v2/{kind}/{name}/{endpoint}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                stats = json.load(response)
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404 or endpoint == "partitioned-stats":
+                log.debug("backlog of %s unavailable: %s", topic, exc)
+                return None
+        except (OSError, ValueError) as exc:
+            log.debug("backlog of %s unavailable: %s", topic, exc)
+            return None
+    value = (stats or {}).get("subscriptions", {}).get(subscription, {}).get("msgBacklog")
     return int(value) if isinstance(value, int) else None

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pulsetrain.config import ConfigError, TFConfig, WorkerConfig, load_config_file, tf_config_from_env
+from pulsetrain.config import ConfigError, TFConfig, TokenAuth, WorkerConfig, load_config_file, tf_config_from_env
 from pulsetrain.gc_tuning import freeze_long_lived
 from pulsetrain.http_server import serve
 from pulsetrain.outcome import TerminationLog, stop_message
@@ -77,14 +77,20 @@ def wait_for_gang(tf_config: TFConfig) -> None:
 
 
 def watch_backlog(config: WorkerConfig, telemetry: Telemetry, stop: threading.Event) -> None:
-    """The chief reports the subscription's backlog (from the admin API) every 10 s."""
+    """The chief reports the subscription's backlog (from the admin API, with the worker's token when it has
+    one, read again each time so that a rotated token is used) every 10 s."""
     pulsar_cfg = config.source.pulsar
     if not pulsar_cfg.admin_url:
         return
 
     def loop() -> None:
         while not stop.wait(BACKLOG_EVERY_S):
-            telemetry.set_backlog(backlog(pulsar_cfg.admin_url or "", pulsar_cfg.topic, pulsar_cfg.subscription))
+            token = None
+            if isinstance(pulsar_cfg.authentication, TokenAuth):
+                with contextlib.suppress(ConfigError):  # the source reports that one
+                    token = pulsar_cfg.authentication.read().reveal()
+            telemetry.set_backlog(backlog(pulsar_cfg.admin_url or "", pulsar_cfg.topic, pulsar_cfg.subscription,
+                                          token=token))
 
     threading.Thread(target=loop, name="backlog", daemon=True).start()
 
