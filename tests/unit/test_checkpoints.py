@@ -3,8 +3,10 @@ pushes a committed one out (with `keepCheckpoints: 1` too)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 import tensorflow as tf
 
 from pulsetrain.checkpoints import CheckpointStore
@@ -56,3 +58,25 @@ def test_the_newest_committed_checkpoints_are_kept_with_their_ledgers(tmp_path: 
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("ckpt-4")) == [
         "ckpt-4.committed", "ckpt-4.data-00000-of-00001", "ckpt-4.index", "ckpt-4.ledger-0"]
     assert names(tmp_path) == {"ckpt-2", "ckpt-4"}
+
+
+def test_the_chiefs_checkpoint_files_and_marker_reach_the_disk_before_the_commit_counts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages are acknowledged once the marker is written: TensorFlow's files and the marker are fsynced
+    first, so a machine failure cannot leave an acknowledged commit without its checkpoint."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    checkpoints, _ = store(tmp_path, keep=1)
+    name = checkpoints.save(7)
+    files = {str(path) for path in tmp_path.glob(f"{name}.*")}
+    assert files and {f"{name}.index", f"{name}.data-00000-of-00001"} <= {Path(f).name for f in files}
+    assert files <= set(synced) and synced[-1] == str(tmp_path)  # every file, then the directory
+    synced.clear()
+    checkpoints.mark_committed(name)
+    assert synced == [str(tmp_path / f"{name}.committed"), str(tmp_path)]

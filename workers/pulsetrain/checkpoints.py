@@ -38,6 +38,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
 class CheckpointStore:
     def __init__(self, checkpoint: tf.train.Checkpoint, directory: Path, worker_index: int, is_chief: bool,
                  keep: int) -> None:
@@ -73,16 +78,24 @@ class CheckpointStore:
         return None, Ledger(keep_windows)
 
     def save(self, step: int) -> str:
-        """Every worker calls this at the same step; returns the checkpoint's name (`ckpt-{step}`)."""
+        """Every worker calls this at the same step; returns the checkpoint's name (`ckpt-{step}`). The chief's
+        files are on disk when it returns (fsync): its messages are acknowledged once the commit is marked,
+        so a machine that fails afterwards must not take the checkpoint with it (TensorFlow does not fsync)."""
         name = f"ckpt-{step}"
         self.write_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint.write(str(self.write_dir / name))
+        if self.is_chief:
+            for path in self.directory.glob(f"{name}.*"):
+                if _FILES.match(path.name):
+                    _fsync_file(path)
+            _fsync_dir(self.directory)
         return name
 
     def mark_committed(self, name: str) -> None:
-        """The chief's last act of a commit, after every ledger is written."""
+        """The chief's last act of a commit, after every ledger is written: the marker, on disk."""
         marker = self.directory / f"{name}.committed"
         marker.write_text("committed\n")
+        _fsync_file(marker)
         _fsync_dir(self.directory)
 
     def tidy(self) -> list[str]:
