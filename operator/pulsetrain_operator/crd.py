@@ -352,6 +352,10 @@ def spec_schema() -> Schema:
               "serving needs storage.claimName: the predictors load the models the workers export, so both must "
               "mount the same PersistentVolumeClaim (without one, every pod writes to its own emptyDir)",
               field_path=".storage.claimName"),
+        _rule("!has(self.serving) || !has(self.runPolicy) || !has(self.runPolicy.ttlSecondsAfterFinished)",
+              "runPolicy.ttlSecondsAfterFinished is not allowed with serving: deleting the finished pipeline would "
+              "delete its predictors too",
+              field_path=".runPolicy.ttlSecondsAfterFinished"),
     ])
 
 

@@ -145,7 +145,7 @@ EVERY_OPTIONAL_FIELD = {
                 {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "serviceAccountName": "trainer", "port": 3333, "metricsPort": 9200,
     },
-    "spec.runPolicy": {"backoffLimit": 5, "activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 600,
+    "spec.runPolicy": {"backoffLimit": 5, "activeDeadlineSeconds": 3600,  # ttl: not with serving (below)
                        "cleanPodPolicy": "All", "suspend": False, "pendingTimeoutSeconds": 300,
                        "terminationGracePeriodSeconds": 90, "restartBackoffSeconds": 5},
     "spec.serving": {"replicas": 2, "inputTopic": "digits-in", "outputTopic": "digits-out",
@@ -164,6 +164,12 @@ def test_every_optional_field_is_accepted_as_given(cluster: Cluster) -> None:
         for key in path.split("."):
             value = value[key]
         assert value == given, path
+
+
+def test_a_pipeline_without_serving_may_be_deleted_after_it_finished(cluster: Cluster) -> None:
+    result = dry_run_create(cluster, edited(digits(), {"spec.runPolicy": {"ttlSecondsAfterFinished": 600}}))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 600
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,9 @@ INVALID = [
     Invalid("serving-without-a-claim", {"spec.storage": {"path": "/data"},
                                         "spec.serving": {"inputTopic": "in", "outputTopic": "out"}},
             "spec.storage.claimName", "same PersistentVolumeClaim"),
+    Invalid("serving-deleted-with-a-finished-pipeline", {
+        "spec.runPolicy": {"ttlSecondsAfterFinished": 60}, "spec.serving": {"inputTopic": "in", "outputTopic": "out"}},
+        "spec.runPolicy.ttlSecondsAfterFinished", "delete its predictors"),
     Invalid("serving-batch-too-large", {"spec.serving": {"inputTopic": "in", "outputTopic": "out",
                                                          "maxBatchSize": 5000}}, "spec.serving.maxBatchSize",
             "less than or equal to 4096"),
