@@ -340,6 +340,13 @@ def test_user_model_and_preprocess_hooks_and_max_steps(pulsar_broker: PulsarURLs
         client.close()
     assert sorted(m.data() for m in letters) == sorted(refused_payloads)
     assert {m.properties()["pulsetrain.reason"] for m in letters} == {"preprocess: ValueError: a negative pixel"}
+    # started again on the same directories: the limit is reached already, so nothing trains or is exported
+    again = gang(tmp_path, config, workers=1)
+    again.start(tmp_path)
+    (restarted,) = finish(again, tmp_path)
+    assert restarted["restoredStep"] == 15 and restarted["step"] == 15 and restarted["localRows"] == 0
+    assert restarted["trainedSamples"] == 15 * 32
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["1"]
 
 
 def restart(broker: Any) -> None:

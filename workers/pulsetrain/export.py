@@ -43,6 +43,15 @@ def next_version(export_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
+def latest_export_step(export_dir: Path) -> int | None:
+    """The training step of the newest exported version (from its `pulsetrain.json`); None when there is none."""
+    version = next_version(export_dir) - 1
+    try:
+        return int(json.loads((export_dir / str(version) / "pulsetrain.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def export(config: WorkerConfig, network: keras.Model, normalizer: Normalizer, *, is_chief: bool,
            worker_index: int, step: int, samples: int, metrics: dict[str, Any]) -> tuple[int, Path] | None:
     """Write the next version (chief) or a discarded copy (others); returns (version, path) on the chief."""

@@ -36,7 +36,7 @@ from pulsetrain.checkpoints import CheckpointStore
 from pulsetrain.commit_check import CommitCheck
 from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.cpus import size_tensorflow_pools
-from pulsetrain.export import export
+from pulsetrain.export import export, latest_export_step
 from pulsetrain.ledger import Ledger, LedgerError
 from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
 from pulsetrain.source import SUBSCRIPTION_UNACKED_LIMIT, Rows, Source
@@ -286,6 +286,13 @@ class Trainer:
             log.info("exported version %d to %s", *result)
         self.telemetry.set_state("training")
 
+    def _limit_reached(self, step: int, samples: int) -> bool:
+        """A bounded run's `maxSteps` or `maxMessages` is reached (the idle end is decided in the loop)."""
+        training = self.config.training
+        return training.mode == "bounded" and (
+            (training.max_steps is not None and step >= training.max_steps)
+            or (training.max_messages is not None and samples >= training.max_messages))
+
     def run(self) -> dict[str, Any]:
         """Train until the stream is exhausted (bounded), a limit, or a stop request; returns a summary."""
         training = self.config.training
@@ -303,8 +310,12 @@ class Trainer:
             step, last_checkpoint, last_export = int(self.step.numpy()), time.monotonic(), time.monotonic()
             stats_window, rows_window, global_samples = np.zeros(self._stat_size), 0.0, trained
             dirty, local_rows, committed_local_rows, first_step_at, last_step_at = False, 0, 0, 0.0, 0.0
-            refusals = 0
-            while True:
+            refusals, stop = 0, 0.0
+            finished_before = self._limit_reached(step, global_samples)
+            if finished_before:
+                log.info("the restored checkpoint (step %d, %d samples) already reached the training limit: nothing "
+                         "to train", step, global_samples)
+            while not finished_before:
                 source.fill(self.batch)
                 if source.unavailable:
                     self.telemetry.set_state("source-unavailable", source.unavailable)
@@ -345,10 +356,8 @@ class Trainer:
                         self._summarise(step, float(loss.numpy()), metrics)
                     if rows_window >= 20 * self.batch * self.num_workers:
                         stats_window, rows_window = np.zeros(self._stat_size), 0.0
-                finished = bool(stop) or (training.mode == "bounded" and (
-                    (idle == self.num_workers and total_rows == 0)
-                    or (training.max_steps is not None and step >= training.max_steps)
-                    or (training.max_messages is not None and global_samples >= training.max_messages)))
+                finished = bool(stop) or self._limit_reached(step, global_samples) or (
+                    training.mode == "bounded" and idle == self.num_workers and total_rows == 0)
                 if dirty and (finished or checkpoint_due or step % training.checkpoint_every_steps == 0):
                     refusal = self._commit(source, step)
                     if refusal is not None:
@@ -372,7 +381,11 @@ class Trainer:
                     last_export = time.monotonic()
                 if finished:
                     break
-            if training.mode == "bounded" or step > (restored_step or 0):
+            if finished_before:  # exported then, unless that run ended between its last commit and its export
+                missing = self.is_chief and latest_export_step(Path(self.config.storage.export_dir)) != step
+                if self.allreduce([float(missing)])[0]:
+                    self._export(step, metrics)
+            elif training.mode == "bounded" or step > (restored_step or 0):
                 self._export(step, metrics)
             self.telemetry.set_state("finished")
             progress = self.telemetry.snapshot()
