@@ -225,10 +225,10 @@ class Inflight:
     Two cases would break that. An output topic with partitions: each partition's producer confirms on its
     own, so such a topic gets a callback on every answer (`callback_per_answer`). And an answer the client
     refuses at once, larger than the broker's message limit: `check_answer_sizes` turns it into a dead letter
-    before it is sent. A failed confirmation fails the whole batch: all its
-    inputs are negatively acknowledged and answered again, so some answers may be duplicated, never lost. The
-    callbacks run on the client's threads and only append to a deque or a list and step a counter (each
-    atomic, lock-free); the serving loop drains the deque and acknowledges on its own thread."""
+    before it is sent. A failed confirmation fails the whole batch: all its inputs are negatively acknowledged
+    and answered again, so some answers may be duplicated, never lost. The callbacks run on the client's
+    threads and only append to a deque or a list and step a counter (each atomic, lock-free); the serving
+    loop drains the deque and acknowledges on its own thread."""
 
     def __init__(self, callback_per_answer: bool = False) -> None:
         self._done: deque[Confirmation] = deque()
