@@ -24,7 +24,7 @@ from typing import Any
 
 import pulsar
 
-from pulsetrain.predict_io import INPUT_ID_PROPERTY, MODEL_VERSION_PROPERTY
+from pulsetrain.predict_io import INPUT_ID_PROPERTY, INPUT_KEY_PROPERTY, MODEL_VERSION_PROPERTY
 
 
 @dataclass
@@ -130,6 +130,8 @@ class Answer:
     """Wall time this reader received the answer."""
     topic: str
     """The topic it came from: a partition's own name when the output topic has partitions."""
+    input_key: str | None
+    """The `pulsetrain.input-key` property (None when the input had no key)."""
 
 
 @dataclass
@@ -161,7 +163,7 @@ class Answers:
             properties = message.properties()
             self.answers.append(Answer(properties[INPUT_ID_PROPERTY], int(properties[MODEL_VERSION_PROPERTY]),
                                        message.partition_key(), json.loads(message.data()), time.time(),
-                                       message.topic_name()))
+                                       message.topic_name(), properties.get(INPUT_KEY_PROPERTY)))
             self._consumer.acknowledge(message)
 
     def by_id(self) -> dict[str, list[Answer]]:

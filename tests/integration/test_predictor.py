@@ -122,7 +122,7 @@ def test_held_out_digits_are_answered_once_each_and_accurately(trained: Trained,
         assert Counter(len(a) for a in grouped.values()) == Counter({1: 1000}), "not exactly one answer per input"
         first = [grouped[i][0] for i in ids]
         assert all(a.version == 1 and a.body["modelVersion"] == 1 for a in first)
-        assert [a.key for a in first] == keys  # the input's key is the answer's key
+        assert [a.key for a in first] == keys == [a.input_key for a in first]  # the answer's key and a property
         assert all(a.body["inputMessageId"] == a.input_id for a in first)
         probabilities = np.array([a.body["prediction"]["probabilities"] for a in first])
         assert probabilities.shape == (1000, 10) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)

@@ -9,6 +9,7 @@ import pytest
 
 from pulsetrain.predict_io import (
     INPUT_ID_PROPERTY,
+    INPUT_KEY_PROPERTY,
     MODEL_VERSION_PROPERTY,
     answer_properties,
     encode_answers,
@@ -54,4 +55,5 @@ def test_encode_answers() -> None:
 
 def test_answer_properties() -> None:
     assert answer_properties("(5,6,-1,0)", 12) == {INPUT_ID_PROPERTY: "(5,6,-1,0)", MODEL_VERSION_PROPERTY: "12"}
+    assert answer_properties("(5,6,-1,0)", 12, "user-7")[INPUT_KEY_PROPERTY] == "user-7"
     assert (INPUT_ID_PROPERTY, MODEL_VERSION_PROPERTY) == ("pulsetrain.input-message-id", "pulsetrain.model-version")

@@ -6,8 +6,8 @@ inputs, or `maxLatencyMs` after its first input was *published* (see `batch_dead
 Counting from the publish time, not from the input's arrival here, makes the knob what a user means by it: the
 batching wait is bounded in end-to-end terms, and an input that already spent its budget on the way (a
 backlog, a slow hop) waits for nothing but the inputs already queued here. Each input gets exactly one answer
-message: JSON with the prediction and the model version, the input's message ID and the model version as
-properties, the input's partition key as its key (so Key_Shared consumers of the answers see the same
+message: JSON with the prediction and the model version, the input's message ID, key and the model version
+as properties, the input's partition key as its key (so Key_Shared consumers of the answers see the same
 routing). An input is acknowledged only once the broker confirmed its answer: sends are asynchronous, one
 confirmation per batch (see `Inflight`), and the callback (on the client's thread) only appends to a queue the
 serving loop drains, so nothing on that thread takes a lock or touches the consumer.
@@ -36,6 +36,8 @@ from pulsetrain.pulsar_io import Send, receiver
 INPUT_ID_PROPERTY = "pulsetrain.input-message-id"
 """The input's message ID (`str(MessageId)`, e.g. `(12,34,-1,0)`): how answers and duplicates are matched."""
 MODEL_VERSION_PROPERTY = "pulsetrain.model-version"
+INPUT_KEY_PROPERTY = "pulsetrain.input-key"
+"""The input's key, when it had one (it is also the answer's own key, for Key_Shared consumers of answers)."""
 NEGATIVE_ACK_DELAY_MS = 1000  # an input whose answer was refused comes back after this long
 IDLE_POLL_SECONDS = 0.1  # how long to wait for a batch's first input before looking at stop requests and new models
 PROBABILITY_DECIMALS = 6
@@ -155,8 +157,11 @@ def encode_answers(outputs: Mapping[str, npt.NDArray[Any]], version: int, input_
             for input_id, record in zip(input_ids, records, strict=True)]
 
 
-def answer_properties(input_id: str, version: int) -> dict[str, str]:
-    return {INPUT_ID_PROPERTY: input_id, MODEL_VERSION_PROPERTY: str(version)}
+def answer_properties(input_id: str, version: int, key: str = "") -> dict[str, str]:
+    properties = {INPUT_ID_PROPERTY: input_id, MODEL_VERSION_PROPERTY: str(version)}
+    if key:
+        properties[INPUT_KEY_PROPERTY] = key
+    return properties
 
 
 # -- glue over the client ---------------------------------------------------------------------------

@@ -282,8 +282,9 @@ class Predictor:
             time.sleep(0.0005)  # the broker is behind: let confirmations come in (releases the GIL)
             self._confirmations()
         assert self.send_answer is not None
-        self.inflight.send(self.send_answer, [(payload, answer_properties(ids[row], model.version))
-                                              for row, payload in outcome.answered], answered)
+        self.inflight.send(self.send_answer, [
+            (payload, answer_properties(ids[row], model.version, decoded[row].partition_key()))
+            for row, payload in outcome.answered], answered)
 
     def _predict(self, model: LoadedModel, features: Mapping[str, npt.NDArray[Any]], ids: list[str],
                  rows: list[int]) -> list[bytes]:
