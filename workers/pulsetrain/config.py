@@ -4,8 +4,9 @@ Why this exists: every worker pod (and `pulsetrain run`) starts from the JSON do
 the local runner rendered. Mistakes there must stop the worker before it touches Pulsar or TensorFlow,
 with every problem listed at once, each naming its dotted field path, the bad value and what is allowed;
 unknown keys are refused so that typos never pass silently. This module imports neither TensorFlow nor
-NumPy. The dataclasses live in `pulsetrain.config_model`; `TF_CONFIG` parsing in `pulsetrain.tfconfig`.
-Both are re-exported here, so callers need only `pulsetrain.config`.
+NumPy. The dataclasses live in `pulsetrain.config_model`, the `serving` section's rules in
+`pulsetrain.config_serving`, `TF_CONFIG` parsing in `pulsetrain.tfconfig`; what callers use is re-exported
+here, so they need only `pulsetrain.config`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Literal, cast
 
-from pulsetrain._fields import ConfigError, Problems, Section, describe, pattern_check
+from pulsetrain._fields import ConfigError, Problems, Section, pattern_check
 from pulsetrain.config_model import (
     DTYPES,
     CsvConfig,
@@ -41,12 +42,32 @@ from pulsetrain.config_model import (
     TrainingConfig,
     WorkerConfig,
 )
+from pulsetrain.config_serving import SUBSCRIPTION, TOPIC, full_topic, serving_checks, serving_section
 from pulsetrain.tfconfig import TFConfig, tf_config_from_env
 
 __all__ = [
-    "ConfigError", "CsvConfig", "DataConfig", "FieldSpec", "MlpConfig", "ModelConfig", "NormalizationConfig",
-    "ObservabilityConfig", "PipelineConfig", "PulsarConfig", "Secret", "ServingConfig", "SourceConfig", "StorageConfig",
-    "TFConfig", "TlsAuth", "TokenAuth", "TrainingConfig", "WorkerConfig", "load_config", "load_config_file",
+    "ConfigError",
+    "CsvConfig",
+    "DataConfig",
+    "FieldSpec",
+    "MlpConfig",
+    "ModelConfig",
+    "NormalizationConfig",
+    "ObservabilityConfig",
+    "PipelineConfig",
+    "PulsarConfig",
+    "Secret",
+    "ServingConfig",
+    "SourceConfig",
+    "StorageConfig",
+    "TFConfig",
+    "TlsAuth",
+    "TokenAuth",
+    "TrainingConfig",
+    "WorkerConfig",
+    "full_topic",
+    "load_config",
+    "load_config_file",
     "tf_config_from_env",
 ]
 
@@ -54,13 +75,10 @@ _DNS_LABEL = pattern_check(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a DNS-1123 la
 _SERVICE_URL = pattern_check(r"pulsar(\+ssl)?://[^\s/,]+(,[^\s/,]+)*/?",
                              "a Pulsar service URL (pulsar://host:port or pulsar+ssl://host:port)")
 _ADMIN_URL = pattern_check(r"https?://[^\s/]+(/\S*)?", "an http:// or https:// URL")
-_TOPIC = pattern_check(r"(persistent|non-persistent)://[^\s/]+/[^\s/]+/[^\s/]+|[^\s/:]+(/[^\s/:]+/[^\s/:]+)?",
-                       "a topic name ('name', 'tenant/namespace/name' or 'persistent://tenant/namespace/name')")
 _NAME = pattern_check(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}",
                       "a field name (letters, digits, '_', '.', '-'; up to 128 characters)")
 _HOOK = pattern_check(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*",
                       "in 'module:function' form (for example 'mypkg.models:build')")
-_SUBSCRIPTION = pattern_check(r"[^\s/]+", "a subscription name (no spaces or '/')")
 
 _LOSSES: dict[str, tuple[str, ...]] = {
     "classification": ("sparse_categorical_crossentropy",),
@@ -102,7 +120,7 @@ def load_config(doc: Mapping[str, object]) -> WorkerConfig:
         training=_training(root.section("training")),
         storage=_storage(root.section("storage", required=True)),
         observability=_observability(root.section("observability")),
-        serving=_serving(root.section("serving"), pipeline.name) if root.has("serving") else None,
+        serving=serving_section(root.section("serving"), pipeline.name) if root.has("serving") else None,
     )
     root.raw("serving")
     root.done()
@@ -132,8 +150,8 @@ def _pulsar(sec: Section) -> PulsarConfig:
     config = PulsarConfig(
         service_url=sec.text("serviceUrl", "pulsar://localhost:6650", check=_SERVICE_URL),
         admin_url=sec.opt_text("adminUrl", check=_ADMIN_URL),
-        topic=sec.text("topic", check=_TOPIC),
-        subscription=sec.text("subscription", "pulsetrain", check=_SUBSCRIPTION),
+        topic=sec.text("topic", check=TOPIC),
+        subscription=sec.text("subscription", "pulsetrain", check=SUBSCRIPTION),
         subscription_type=cast("Literal['Shared', 'KeyShared']",
                                sec.text("subscriptionType", "Shared", choices=("Shared", "KeyShared"))),
         initial_position=cast("Literal['Earliest', 'Latest']",
@@ -141,7 +159,7 @@ def _pulsar(sec: Section) -> PulsarConfig:
         receiver_queue_size=sec.integer("receiverQueueSize", 1000, ge=1, le=100_000),
         batch_receive_max_messages=sec.integer("batchReceiveMaxMessages", _FROM_BATCH_SIZE, ge=1, le=100_000),
         batch_receive_timeout_ms=sec.integer("batchReceiveTimeoutMs", 100, ge=1, le=600_000),
-        dead_letter_topic=sec.opt_text("deadLetterTopic", check=_TOPIC),
+        dead_letter_topic=sec.opt_text("deadLetterTopic", check=TOPIC),
         authentication=_authentication(sec.section("authentication")) if sec.has("authentication") else None,
         tls_trust_certs_file=sec.opt_text("tlsTrustCertsFile"),
     )
@@ -334,65 +352,9 @@ def _observability(sec: Section) -> ObservabilityConfig:
     return config
 
 
-def _serving(sec: Section, pipeline: str) -> ServingConfig:
-    version = _model_version(sec)
-    config = ServingConfig(
-        input_topic=sec.text("inputTopic", check=_TOPIC),
-        output_topic=sec.text("outputTopic", check=_TOPIC),
-        subscription=sec.text("subscription", f"{pipeline}-predictor", check=_SUBSCRIPTION),
-        subscription_type=cast("Literal['Shared', 'KeyShared']",
-                               sec.text("subscriptionType", "Shared", choices=("Shared", "KeyShared"))),
-        max_batch_size=sec.integer("maxBatchSize", 64, ge=1, le=4096),
-        max_latency_ms=sec.integer("maxLatencyMs", 20, ge=1, le=10_000),
-        model_version=version,
-        dead_letter_topic=sec.opt_text("deadLetterTopic", check=_TOPIC),
-        model_poll_seconds=sec.number("modelPollSeconds", 5.0, ge=0.1, le=3600.0),
-    )
-    sec.done()
-    return config
-
-
-def _model_version(sec: Section) -> int | Literal["latest"]:
-    """`serving.modelVersion`: the string `latest` or a positive integer."""
-    value = sec.raw("modelVersion")
-    if value is None or value == "latest":
-        return "latest"
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    sec.error("modelVersion", f"{describe(value)} is neither 'latest' nor a positive integer (a version number "
-                              "under storage.exportDir)")
-    return "latest"
-
-
-def full_topic(name: str) -> str:
-    """A topic's full name: `digits` and `public/default/digits` are `persistent://public/default/digits`."""
-    if "://" in name:
-        return name
-    return f"persistent://{name}" if "/" in name else f"persistent://public/default/{name}"
-
-
-def _serving_checks(config: WorkerConfig, problems: Problems) -> None:
-    """Topics the predictor reads and writes must differ, or answers would loop back as inputs or training data."""
-    serving = config.serving
-    if serving is None or not problems.clean("serving", "source.pulsar.topic"):
-        return
-    named = {"serving.inputTopic": serving.input_topic, "source.pulsar.topic": config.source.pulsar.topic}
-    for path, topic, why in (
-            ("serving.outputTopic", serving.output_topic, "answers would be read back"),
-            ("serving.deadLetterTopic", serving.dead_letter_topic, "rejected inputs would be read back")):
-        for other_path, other in named.items():
-            if topic is not None and full_topic(topic) == full_topic(other):
-                what = "as inputs" if other_path == "serving.inputTopic" else "as training data"
-                problems.add(path, f"{topic!r} is also {other_path}; {why} {what}; use another topic")
-    if serving.dead_letter_topic is not None and full_topic(serving.dead_letter_topic) == full_topic(
-            serving.output_topic):
-        problems.add("serving.deadLetterTopic", f"{serving.dead_letter_topic!r} is also serving.outputTopic; "
-                                                "use another topic")
-
-
 def _cross_checks(config: WorkerConfig, problems: Problems) -> None:
     """Rules between sections, checked only where the fields involved are valid on their own."""
-    _serving_checks(config, problems)
+    serving_checks(config, problems)
     model, label = config.model, config.data.label
     if not problems.clean("model.task", "data.label"):
         return
