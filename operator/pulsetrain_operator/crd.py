@@ -10,8 +10,8 @@ when the committed YAML drifts from this module.
 
 Schema defaults come only from `defaults.py`; fields the worker defaults itself (batch size, learning
 rate...) are left out of the stored object, and their descriptions say what the worker assumes.
-`spec.serving` is built in `crd_serving.py` and the status in `crd_status.py`, all three with the building
-blocks and field docs of `crd_schema.py`.
+`spec.serving` is built in `crd_serving.py`, `spec.worker` and `spec.runPolicy` in `crd_workload.py`, and
+the status in `crd_status.py`, all with the building blocks and field docs of `crd_schema.py`.
 """
 
 from __future__ import annotations
@@ -41,15 +41,14 @@ from pulsetrain_operator.crd_schema import (
     _immutable,
     _int,
     _literals,
-    _map,
     _number,
     _object,
-    _resources,
     _rule,
     _string,
 )
 from pulsetrain_operator.crd_serving import serving_schema
 from pulsetrain_operator.crd_status import status_schema
+from pulsetrain_operator.crd_workload import run_policy_schema, worker_schema
 
 GROUP: Final = "pulsetrain.dev"
 VERSION: Final = "v1alpha1"
@@ -256,82 +255,6 @@ def _storage() -> Schema:
     }), "spec.storage", "checkpoints and exported models stay where they were written")
 
 
-def _toleration() -> Schema:
-    return _object("One toleration, as in a Pod.", {
-        "key": _string("The taint key; empty with operator `Exists` matches every taint."),
-        "operator": _choice("`Equal` (default) or `Exists`.", ("Equal", "Exists")),
-        "value": _string("The taint value to match (empty with `Exists`)."),
-        "effect": _choice("The taint effect to match; empty matches all.", ("NoSchedule", "PreferNoSchedule",
-                                                                             "NoExecute")),
-        "tolerationSeconds": _int("How long a `NoExecute` taint is tolerated; default forever.", ge=0),
-    })
-
-
-def _env_var() -> Schema:
-    return _object("One environment variable, as in a Pod.", {
-        "name": _string("The variable's name.", minLength=1),
-        "value": _string("The value; `$(VAR)` references are expanded as in a Pod."),
-        "valueFrom": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                      "description": "Where the value comes from (secretKeyRef, configMapKeyRef, fieldRef, "
-                                     "resourceFieldRef), as in a Pod."},
-    }, required=["name"])
-
-
-def _worker() -> Schema:
-    return _object("The worker pods. Changes restart the gang gracefully from its last checkpoint.", {
-        "image": _string("The worker image. Default: the operator's `PULSETRAIN_WORKER_IMAGE`.", minLength=1),
-        "imagePullPolicy": _choice(f"When the image is pulled. Default `{defaults.IMAGE_PULL_POLICY}`.",
-                                   defaults.IMAGE_PULL_POLICIES, defaults.IMAGE_PULL_POLICY),
-        "command": _array("The worker container's command; the operator appends `--config <file>`.",
-                          _string("One argument."), min_items=1, default=defaults.WORKER_COMMAND),
-        "resources": _resources(),
-        "nodeSelector": _map("Node labels every worker pod's node must have.",
-                             _string("The label value the node must have.")),
-        "tolerations": _array("Tolerations of every worker pod.", _toleration()),
-        "affinity": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                     "description": "Affinity of every worker pod (nodeAffinity, podAffinity, podAntiAffinity), "
-                                    "as in a Pod."},
-        "env": _array("Extra environment variables of every worker container.", _env_var(), map_keys=["name"]),
-        "serviceAccountName": _string("The service account the worker pods run as.",
-                                      pattern=DNS_SUBDOMAIN_PATTERN, maxLength=253),
-        "port": _int(f"The collective (gRPC) port in `TF_CONFIG`. Default {defaults.COLLECTIVE_PORT}.",
-                     ge=1, le=65535, default=defaults.COLLECTIVE_PORT),
-        "metricsPort": _int(f"The port of `/metrics`, `/progress`, `/healthz` and `/readyz`. "
-                            f"Default {defaults.METRICS_PORT}.", ge=1, le=65535, default=defaults.METRICS_PORT),
-    }, default={}, rules=[
-        _rule("!has(self.port) || !has(self.metricsPort) || self.port != self.metricsPort",
-              "worker.metricsPort must differ from worker.port", field_path=".metricsPort"),
-    ])
-
-
-def _run_policy() -> Schema:
-    return _object("When the pipeline gives up, cleans up and pauses.", {
-        "backoffLimit": _int(f"Gang restarts allowed after failures before the pipeline is Failed. "
-                             f"Default {defaults.BACKOFF_LIMIT}.", ge=0, default=defaults.BACKOFF_LIMIT),
-        "activeDeadlineSeconds": _int("The pipeline is Failed once it has run this long. Default: no deadline.",
-                                      ge=1),
-        "ttlSecondsAfterFinished": _int("The pipeline is deleted this long after it Succeeded or Failed. "
-                                        "Default: kept.", ge=0),
-        "cleanPodPolicy": _choice(f"Which worker pods are deleted once the pipeline finished: `None` (keep all "
-                                  f"pods and their logs), `Running` (only those still running) or `All`. "
-                                  f"Default `{defaults.CLEAN_POD_POLICY}`.",
-                                  defaults.CLEAN_POD_POLICIES, defaults.CLEAN_POD_POLICY),
-        "suspend": _bool("True stops the gang gracefully (a last checkpoint is kept) and keeps it stopped; "
-                         "false resumes it. Default false."),
-        "pendingTimeoutSeconds": _int(f"A worker pod Pending this long fails the attempt. "
-                                      f"Default {defaults.PENDING_TIMEOUT_SECONDS}.",
-                                      ge=1, default=defaults.PENDING_TIMEOUT_SECONDS),
-        "terminationGracePeriodSeconds": _int(f"How long a stopping worker may take to checkpoint and exit. "
-                                              f"Default {defaults.TERMINATION_GRACE_PERIOD_SECONDS}.",
-                                              ge=0, default=defaults.TERMINATION_GRACE_PERIOD_SECONDS),
-        "restartBackoffSeconds": _int(f"Wait before the first gang restart; it doubles with each restart, capped at "
-                                      f"{defaults.RESTART_BACKOFF_CAP_SECONDS}. "
-                                      f"Default {defaults.RESTART_BACKOFF_SECONDS}.",
-                                      ge=1, le=defaults.RESTART_BACKOFF_CAP_SECONDS,
-                                      default=defaults.RESTART_BACKOFF_SECONDS),
-    }, default={})
-
-
 def spec_schema() -> Schema:
     """The schema of `spec`."""
 
@@ -344,8 +267,8 @@ def spec_schema() -> Schema:
         "model": _model(),
         "training": _training(),
         "storage": _storage(),
-        "worker": _worker(),
-        "runPolicy": _run_policy(),
+        "worker": worker_schema(),
+        "runPolicy": run_policy_schema(),
         "serving": serving_schema(),
     }, required=["source", "data", "model", "storage"], rules=[
         _rule("!has(self.serving) || has(self.storage.claimName)",
