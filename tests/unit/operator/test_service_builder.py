@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pulsetrain_operator import defaults
 from pulsetrain_operator.builders.pod import worker_pod
+from pulsetrain_operator.builders.predictor import predictor_deployment
 from pulsetrain_operator.builders.service import worker_service
-from pulsetrain_operator.names import PIPELINE_LABEL, common_labels, owner_reference
+from pulsetrain_operator.names import COMPONENT_LABEL, PIPELINE_LABEL, common_labels, owner_reference
 from pulsetrain_operator.settings import Settings
 from tests.unit.operator import samples
 
@@ -26,13 +27,15 @@ def test_metadata() -> None:
     assert svc["metadata"]["ownerReferences"] == [owner_reference(tp)]
 
 
-def test_selector_is_the_pipeline_label_only_and_selects_every_attempt() -> None:
-    tp = samples.minimal()
+def test_selector_selects_every_attempts_workers_and_no_predictor() -> None:
+    tp = samples.serving()
     selector = worker_service(tp)["spec"]["selector"]
-    assert selector == {PIPELINE_LABEL: "digits"}
+    assert selector == {PIPELINE_LABEL: "digits", COMPONENT_LABEL: "worker"}
     for attempt in (0, 7):
         labels = worker_pod(tp, 1, attempt, Settings())["metadata"]["labels"]
         assert selector.items() <= labels.items()
+    predictor = predictor_deployment(tp, Settings())["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= predictor.items()
 
 
 def test_ports_default_and_given() -> None:
