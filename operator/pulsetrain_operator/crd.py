@@ -57,6 +57,13 @@ PLURAL: Final = "trainingpipelines"
 SINGULAR: Final = "trainingpipeline"
 NAME: Final = f"{PLURAL}.{GROUP}"
 SHORT_NAMES: Final = ("tp",)
+
+SERVING_NEEDS_A_CLAIM: Final = "!has(self.serving) || has(self.storage.claimName)"
+SERVING_WITHOUT_TTL: Final = ("!has(self.serving) || !has(self.runPolicy)"
+                              " || !has(self.runPolicy.ttlSecondsAfterFinished)")
+CLUSTER_ONLY_RULES: Final = frozenset({SERVING_NEEDS_A_CLAIM, SERVING_WITHOUT_TTL})
+"""CEL rules about pods sharing a volume and about deleting finished objects: they mean nothing on one machine,
+where `pulsetrain run` keeps every file under its state directory and deletes nothing, so it skips them."""
 CATEGORIES: Final = ("ml",)
 
 BOUNDED, CONTINUOUS = defaults.MODES
@@ -271,11 +278,11 @@ def spec_schema() -> Schema:
         "runPolicy": run_policy_schema(),
         "serving": serving_schema(),
     }, required=["source", "data", "model", "storage"], rules=[
-        _rule("!has(self.serving) || has(self.storage.claimName)",
+        _rule(SERVING_NEEDS_A_CLAIM,
               "serving needs storage.claimName: the predictors load the models the workers export, so both must "
               "mount the same PersistentVolumeClaim (without one, every pod writes to its own emptyDir)",
               field_path=".storage.claimName"),
-        _rule("!has(self.serving) || !has(self.runPolicy) || !has(self.runPolicy.ttlSecondsAfterFinished)",
+        _rule(SERVING_WITHOUT_TTL,
               "runPolicy.ttlSecondsAfterFinished is not allowed with serving: deleting the finished pipeline would "
               "delete its predictors too",
               field_path=".runPolicy.ttlSecondsAfterFinished"),

@@ -30,6 +30,7 @@ from tests.integration.test_crd_validation import (
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_BY_DESIGN = {"service-url-missing"}  # the API server requires serviceUrl; locally it means "embedded"
+CLUSTER_ONLY = {"serving-without-a-claim", "serving-deleted-with-a-finished-pipeline"}  # crd.CLUSTER_ONLY_RULES
 
 
 def refusal(document: dict[str, Any], **overrides: Any) -> str:
@@ -55,11 +56,20 @@ def test_continuous_sample_and_every_optional_field_are_accepted_as_given() -> N
         assert value == given, path
 
 
-@pytest.mark.parametrize("case", [c for c in INVALID if c.id not in EMBEDDED_BY_DESIGN],
-                         ids=[c.id for c in INVALID if c.id not in EMBEDDED_BY_DESIGN])
+@pytest.mark.parametrize("case", [c for c in INVALID if c.id not in EMBEDDED_BY_DESIGN | CLUSTER_ONLY],
+                         ids=[c.id for c in INVALID if c.id not in EMBEDDED_BY_DESIGN | CLUSTER_ONLY])
 def test_refuses_what_the_api_server_refuses_in_its_words(case: Invalid) -> None:
     message = refusal(edited(digits(), case.edits))
     assert case.field in message and case.word in message, message
+
+
+@pytest.mark.parametrize("case", [c for c in INVALID if c.id in CLUSTER_ONLY],
+                         ids=[c.id for c in INVALID if c.id in CLUSTER_ONLY])
+def test_cluster_only_rules_do_not_apply_on_one_machine(case: Invalid) -> None:
+    """Serving without a claim, or with a TTL, is refused by the API server but runs with `pulsetrain run`:
+    one machine shares one state directory and deletes nothing."""
+    check(edited(digits(), case.edits))
+    assert len(CLUSTER_ONLY) == len(crd.CLUSTER_ONLY_RULES)
 
 
 def test_missing_or_embedded_service_url_means_the_embedded_broker() -> None:

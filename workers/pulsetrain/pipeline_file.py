@@ -7,7 +7,8 @@ is checked against the CRD's own schema (`pulsetrain_operator.crd.openapi_schema
 required and unknown fields. The CRD's CEL rules (`x-kubernetes-validations`) are evaluated with the
 `common-expression-language` package (the `local` extra) when it is installed, and listed as not
 checked otherwise; transition rules (`self == oldSelf`, the immutable fields) need a stored object and
-never apply to a file. The worker configuration is then rendered by the operator's own builder
+never apply to a file, and the cluster-only rules (`crd.CLUSTER_ONLY_RULES`: serving's shared claim, no TTL
+with serving) mean nothing on one machine. The worker configuration is then rendered by the operator's own builder
 (`pulsetrain_operator.builders.config.worker_config`), with only what differs on one machine replaced:
 the storage paths (under the state directory), the broker (the embedded one, or `--service-url`), the
 HTTP endpoint (loopback) and where Secrets are read from.
@@ -149,7 +150,7 @@ def evaluate_rules(schema: Mapping[str, Any], resource: Any,
     A rule over a value that already has a structural error is skipped (and said so), as the API
     server does, except the whole object's rule, which reads only `metadata.name` (checked before);
     without the `cel` module every rule is returned as not evaluated."""
-    rules = [r for r in cel_rules(schema, resource) if not r.is_transition]
+    rules = [r for r in cel_rules(schema, resource) if not r.is_transition and r.rule not in crd.CLUSTER_ONLY_RULES]
     try:
         import cel
     except ImportError:
