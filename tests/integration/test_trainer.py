@@ -76,7 +76,7 @@ def chief_progress(g: LocalGang) -> dict[str, Any] | None:
 
 
 def digits_payloads(repeat: int, data_format: str = "raw") -> tuple[datasets.Dataset, list[bytes]]:
-    """The training split `repeat` times, every payload unique: the first pixel (0 in almost every digit) holds
+    """The training split `repeat` times, every payload unique: the first pixel (0 in every digit) holds
     the record's serial number / total. Copies of one payload would let a message lost and another trained
     twice leave both the count and the digest sum right; unique payloads cannot."""
     train, test = datasets.load("digits", data_format).split(0.2, seed=0)  # type: ignore[arg-type]
