@@ -172,6 +172,42 @@ def test_a_new_version_is_swapped_in_while_answers_flow(trained: Trained, tmp_pa
         answers.close()
 
 
+def write_foreign_version(models: Path, version: int) -> None:
+    """A SavedModel whose serving signature takes an `image` feature, not the pipeline's `pixels` (the export
+    of another pipeline, say), published as `version` the way the exporter publishes."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.serve = tf.function(lambda image: {"class": tf.zeros([tf.shape(image)[0]], tf.int64)},
+                               input_signature=[tf.TensorSpec([None, 64], tf.float32, name="image")])
+    scratch = models / f".tmp-{version}"
+    tf.saved_model.save(module, str(scratch), signatures={"serving_default": module.serve})
+    scratch.rename(models / str(version))
+
+
+def test_a_version_that_does_not_take_the_pipelines_features_is_skipped(trained: Trained, tmp_path: Path,
+                                                                        client: pulsar.Client) -> None:
+    s = setup(trained, tmp_path)
+    answers = Answers(client, s.output_topic)
+    s.predictor.start()
+    try:
+        s.predictor.wait_state("serving", 120)
+        write_foreign_version(s.models, 2)
+        wait_until(lambda: "model version 2 does not fit this pipeline" in s.predictor.log_tail(), 60,
+                   "the predictor to refuse version 2")
+        payloads, _ = held_out(trained.test, 200)
+        ids = send_inputs(client, s.input_topic, payloads)
+        grouped = answers.wait_for(ids, timeout=120)
+        assert {a.version for group in grouped.values() for a in group} == {1}  # version 1 goes on answering
+        assert set(grouped) == set(ids) and all(len(group) == 1 for group in grouped.values())
+        assert "its serving signature takes ['image'], the pipeline's data declares ['pixels']" in (
+            s.predictor.log_tail())
+        assert s.predictor.terminate() == 0, s.predictor.log_tail()
+    finally:
+        s.predictor.kill()
+        answers.close()
+
+
 def test_a_partitioned_output_topic_answers_every_input_once(trained: Trained, tmp_path: Path,
                                                              client: pulsar.Client, pulsar_broker: PulsarURLs) -> None:
     """Answers keyed by their inputs spread over 3 partitions, each confirmed by its own producer: every input

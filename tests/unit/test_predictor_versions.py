@@ -15,6 +15,7 @@ from pulsetrain.model_watcher import (
     ModelWatcher,
     complete_versions,
     select_version,
+    signature_mismatch,
     waiting_message,
 )
 
@@ -125,3 +126,15 @@ def test_stop_ends_the_thread(tmp_path: Path) -> None:
     watcher = ModelWatcher(tmp_path, pinned=None, poll_seconds=30, loader=fake_loader([])).start()
     watcher.stop()
     assert not any(t.name == "model-watcher" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(("inputs", "reason"), [
+    ({"pixels": (None, 64)}, None),
+    ({"pixels": (None, None)}, None),  # any size goes
+    ({"image": (None, 64)}, "its serving signature takes ['image'], the pipeline's data declares ['pixels']"),
+    ({"pixels": (None, 8, 8)}, "its serving signature takes 'pixels' of shape [8, 8] per record, declared [64]"),
+    ({"pixels": (None, 63)}, "its serving signature takes 'pixels' of shape [63] per record, declared [64]"),
+])
+def test_a_version_whose_signature_does_not_take_the_declared_features_is_named(
+        inputs: dict[str, tuple[int | None, ...]], reason: str | None) -> None:
+    assert signature_mismatch(inputs, {"pixels": (64,)}) == reason

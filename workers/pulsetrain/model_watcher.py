@@ -10,8 +10,9 @@ complete; one without `saved_model.pb` (a copy in progress by some other tool) i
 
 `modelVersion: latest` moves forward only (a newer number replaces the current one; a deleted newest
 version does not bring an older one back); a pinned number is loaded once it exists and kept. A version
-that fails to load is logged and skipped until the predictor restarts. TensorFlow is imported only by
-`load_model`.
+that fails to load, or whose serving signature does not take the pipeline's declared features
+(`signature_mismatch`: an export of another pipeline, or of an older schema), is logged and skipped until the
+predictor restarts, and the current version keeps answering. TensorFlow is imported only by `load_model`.
 """
 
 from __future__ import annotations
@@ -92,9 +93,30 @@ class _Signature:
         return {name: tensor.numpy() for name, tensor in outputs.items()}
 
 
-def load_model(path: Path, version: int, warm_sizes: Iterable[int] = (1,)) -> LoadedModel:
-    """Load `path`'s `serving_default` signature and warm it up: one call of zeros per batch size it will see."""
+def signature_mismatch(inputs: Mapping[str, tuple[int | None, ...]],
+                       features: Mapping[str, tuple[int, ...]]) -> str | None:
+    """Why a serving signature taking `inputs` (name -> shape with the batch dimension first, None where any
+    size goes) cannot answer records of the declared `features` (name -> per-record shape); None when it can."""
+    if set(inputs) != set(features):
+        return (f"its serving signature takes {sorted(inputs)}, the pipeline's data declares {sorted(features)}")
+    for name, shape in features.items():
+        given = inputs[name][1:]
+        if len(given) != len(shape) or any(g is not None and g != d for g, d in zip(given, shape, strict=True)):
+            return f"its serving signature takes {name!r} of shape {list(given)} per record, declared {list(shape)}"
+    return None
+
+
+def load_model(path: Path, version: int, warm_sizes: Iterable[int] = (1,),
+               features: Mapping[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    """Load `path`'s `serving_default` signature and warm it up: one call of zeros per batch size it will see.
+    With `features` (name -> per-record shape, the pipeline's data), a version whose signature cannot take
+    them is refused with `ValueError` (the watcher then keeps serving the current version)."""
     predict = _Signature(path)
+    if features is not None:
+        mismatch = signature_mismatch({name: tuple(spec.shape.as_list()) for name, spec in predict.inputs.items()},
+                                      features)
+        if mismatch:
+            raise ValueError(f"model version {version} does not fit this pipeline: {mismatch}")
     for size in warm_sizes:
         predict({name: np.zeros([size, *spec.shape[1:]], spec.dtype.as_numpy_dtype)
                  for name, spec in predict.inputs.items()})

@@ -140,10 +140,11 @@ class Predictor:
     def __init__(self, config: WorkerConfig, serving: ServingConfig, telemetry: PredictorTelemetry,
                  stop: threading.Event, watcher: ModelWatcher | None = None) -> None:
         self.config, self.serving, self.telemetry, self.stop = config, serving, telemetry, stop
-        shapes = batch_shapes(serving.max_batch_size)
+        shapes, declared = batch_shapes(serving.max_batch_size), {f.name: f.shape for f in config.data.features}
         self.watcher = watcher or ModelWatcher(Path(config.storage.export_dir), pinned=serving.pinned_version,
                                                poll_seconds=serving.model_poll_seconds,
-                                               loader=functools.partial(load_model, warm_sizes=shapes))
+                                               loader=functools.partial(load_model, warm_sizes=shapes,
+                                                                        features=declared))
         self.decoder = Decoder(config.data, features_only=True)
         self.preprocess = load_hook(config.model.preprocess, "model.preprocess") if config.model.preprocess else None
         self.inflight = Inflight()
