@@ -19,8 +19,10 @@ loaded), waits for a model version (state `waiting-for-model`), subscribes, and 
   the answers), its inputs are tried again one by one (`answer_rows`): those that fail alone too go to the
   dead-letter topic with `predict: <exception type>: <message>` as their reason and are acknowledged, the
   others are answered. Without that, the unacknowledged inputs would come back and crash every replica
-  again, forever. The price: a failure that is not the inputs' fault (a broken model version) sends every
-  input to the dead-letter topic while it lasts, from where they can be published again;
+  again, forever. The price: a failure that is not the inputs' fault sends every input to the dead-letter
+  topic while it lasts, from where they can be published again. A version whose signature does not take the
+  declared features never gets that far (the watcher refuses it at load); one that fits but fails at run
+  time does;
 - a newer version, loaded in the background, is swapped in between two batches: a batch is answered by
   exactly one version, and no input waits for a load.
 
