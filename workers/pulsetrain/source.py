@@ -124,15 +124,18 @@ class Source:
         if time.monotonic() < self._retry_at:
             return False
         pulsar_cfg = self.config.source.pulsar
+        doing = "connecting"
         try:
             self.client = connect(pulsar_cfg)
+            doing = f"subscribing to {pulsar_cfg.topic} as {pulsar_cfg.subscription!r}"
             self.consumer = subscribe(self.client, pulsar_cfg)
+            doing = f"opening the dead-letter topic {pulsar_cfg.dlq_topic}"
             self.dead_letters = DeadLetters.open(self.client, pulsar_cfg)
         except ConfigError:  # a token file missing or empty: waiting will not fix it, the worker exits 2
             self.close()
             raise
         except Exception as exc:  # the client raises its own exception types for every network failure
-            self.unavailable = (f"Pulsar at {pulsar_cfg.service_url} unreachable: {exc}; "
+            self.unavailable = (f"Pulsar at {pulsar_cfg.service_url} unreachable ({doing}): {exc}; "
                                 f"retrying in {self._backoff:.0f}s")
             log.warning(self.unavailable)
             self.close()
