@@ -177,7 +177,8 @@ class Telemetry:
             out.family("pulsetrain_state", "gauge", "1 for the worker's current state, 0 for the others.",
                        [({"state": s}, int(s == self._state)) for s in STATES])
             out.family("pulsetrain_step", "gauge", "Last training step completed.", [({}, self._step)])
-            out.family("pulsetrain_samples_total", "counter", "Real samples trained by the whole gang, epoch-free.",
+            out.family("pulsetrain_samples_total", "counter", "Real samples trained by the whole gang, epoch-free "
+                       "(every worker reports the gang's figure; back to the last commit after a rollback).",
                        [({}, self._samples)])
             out.family("pulsetrain_samples_per_second", "gauge",
                        f"Samples trained per second by the whole gang over the last {self.window:g} s.",
