@@ -8,6 +8,7 @@ back in its answer's `pulsetrain.input-message-id` property, so "one answer per 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import threading
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,24 @@ def setup(trained: Trained, tmp_path: Path, data_format: str = "raw", **serving:
     return Setup(process, config, models, document["serving"]["inputTopic"], document["serving"]["outputTopic"])
 
 
+@contextlib.contextmanager
+def started(trained: Trained, tmp_path: Path, client: pulsar.Client, before: Callable[[Setup], None] | None = None,
+            **serving: Any) -> Iterator[tuple[Setup, Answers]]:
+    """A predictor over a copy of the trained export, serving, and a reader of its answers (`before` runs
+    first, on the setup, before anything subscribes); killed and closed afterwards."""
+    s = setup(trained, tmp_path, **serving)
+    if before is not None:
+        before(s)
+    answers = Answers(client, s.output_topic)
+    s.predictor.start()
+    try:
+        s.predictor.wait_state("serving", 120)
+        yield s, answers
+    finally:
+        s.predictor.kill()
+        answers.close()
+
+
 def held_out(test: Dataset, count: int) -> tuple[list[bytes], np.ndarray]:
     """`count` raw inputs from the test split, repeated: every other one carries its label, the rest do not."""
     index = np.arange(count) % len(test)
@@ -109,11 +128,7 @@ def write_version(models: Path, source: int, version: int) -> None:
 
 def test_held_out_digits_are_answered_once_each_and_accurately(trained: Trained, tmp_path: Path,
                                                                 client: pulsar.Client) -> None:
-    s = setup(trained, tmp_path)
-    answers = Answers(client, s.output_topic)
-    s.predictor.start()
-    try:
-        s.predictor.wait_state("serving", 120)
+    with started(trained, tmp_path, client) as (s, answers):
         payloads, labels = held_out(trained.test, 1000)
         keys = [f"digit-{i}" for i in range(len(payloads))]
         ids = send_inputs(client, s.input_topic, payloads, keys)
@@ -137,18 +152,11 @@ def test_held_out_digits_are_answered_once_each_and_accurately(trained: Trained,
                    for line in metrics.splitlines()), metrics[:2000]
         assert s.predictor.terminate() == 0, s.predictor.log_tail()
         assert "pulsetrain predictor: stopped" in s.predictor.log_tail()
-    finally:
-        s.predictor.kill()
-        answers.close()
 
 
 def test_a_new_version_is_swapped_in_while_answers_flow(trained: Trained, tmp_path: Path,
                                                         client: pulsar.Client) -> None:
-    s = setup(trained, tmp_path)
-    answers = Answers(client, s.output_topic)
-    s.predictor.start()
-    try:
-        s.predictor.wait_state("serving", 120)
+    with started(trained, tmp_path, client) as (s, answers):
         payloads, _ = held_out(trained.test, 1500)
         sent: list[str] = []
         sender = threading.Thread(target=lambda: sent.extend(send_inputs(client, s.input_topic, payloads, rate=200)))
@@ -167,9 +175,6 @@ def test_a_new_version_is_swapped_in_while_answers_flow(trained: Trained, tmp_pa
         assert progress is not None and progress["modelVersion"] == 2 and progress["modelSwaps"] == 1
         assert s.predictor.terminate() == 0, s.predictor.log_tail()
         assert "swapped model version 2 in for version 1 between batches" in s.predictor.log_tail()
-    finally:
-        s.predictor.kill()
-        answers.close()
 
 
 def write_foreign_version(models: Path, version: int) -> None:
@@ -187,11 +192,7 @@ def write_foreign_version(models: Path, version: int) -> None:
 
 def test_a_version_that_does_not_take_the_pipelines_features_is_skipped(trained: Trained, tmp_path: Path,
                                                                         client: pulsar.Client) -> None:
-    s = setup(trained, tmp_path)
-    answers = Answers(client, s.output_topic)
-    s.predictor.start()
-    try:
-        s.predictor.wait_state("serving", 120)
+    with started(trained, tmp_path, client) as (s, answers):
         write_foreign_version(s.models, 2)
         wait_until(lambda: "model version 2 does not fit this pipeline" in s.predictor.log_tail(), 60,
                    "the predictor to refuse version 2")
@@ -203,24 +204,19 @@ def test_a_version_that_does_not_take_the_pipelines_features_is_skipped(trained:
         assert "its serving signature takes ['image'], the pipeline's data declares ['pixels']" in (
             s.predictor.log_tail())
         assert s.predictor.terminate() == 0, s.predictor.log_tail()
-    finally:
-        s.predictor.kill()
-        answers.close()
 
 
 def test_a_partitioned_output_topic_answers_every_input_once(trained: Trained, tmp_path: Path,
                                                              client: pulsar.Client, pulsar_broker: PulsarURLs) -> None:
     """Answers keyed by their inputs spread over 3 partitions, each confirmed by its own producer: every input
     is acknowledged only after its own answer is persisted (one callback per answer, not per batch)."""
-    s = setup(trained, tmp_path)
-    topic = full_topic(s.output_topic).replace("://", "/")
-    request = urllib.request.Request(f"{pulsar_broker.admin_url}/admin/v2/{topic}/partitions", data=b"3",
-                                     method="PUT", headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=30).close()
-    answers = Answers(client, s.output_topic)
-    s.predictor.start()
-    try:
-        s.predictor.wait_state("serving", 120)
+    def three_partitions(s: Setup) -> None:
+        topic = full_topic(s.output_topic).replace("://", "/")
+        request = urllib.request.Request(f"{pulsar_broker.admin_url}/admin/v2/{topic}/partitions", data=b"3",
+                                         method="PUT", headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30).close()
+
+    with started(trained, tmp_path, client, before=three_partitions) as (s, answers):
         assert "one confirmation per answer" in s.predictor.log_tail()
         payloads, _ = held_out(trained.test, 300)
         ids = send_inputs(client, s.input_topic, payloads, [f"digit-{i}" for i in range(len(payloads))])
@@ -231,9 +227,6 @@ def test_a_partitioned_output_topic_answers_every_input_once(trained: Trained, t
                               "the predictor to acknowledge all 300 inputs")
         assert progress["predictions"] == 300 and progress["sendFailures"] == 0
         assert s.predictor.terminate() == 0, s.predictor.log_tail()
-    finally:
-        s.predictor.kill()
-        answers.close()
 
 
 def test_kill_9_mid_stream_every_input_is_still_answered(trained: Trained, tmp_path: Path,
