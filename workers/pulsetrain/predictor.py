@@ -78,6 +78,7 @@ from pulsetrain.predict_progress import NOT_READY
 from pulsetrain.predict_telemetry import PredictorTelemetry
 from pulsetrain.pulsar_io import DeadLetters, Send, acknowledger, connect, sender
 from pulsetrain.stop_request import StopRequest
+from pulsetrain.telemetry import exception_reason
 from pulsetrain_operator.defaults import PREDICTOR_DRAIN_SECONDS
 
 log = logging.getLogger("pulsetrain.predictor")
@@ -91,8 +92,7 @@ REASON_LIMIT = 500
 
 def predict_reason(exc: BaseException) -> str:
     """The dead-letter reason of an input that could not be predicted: `predict: ValueError: ...`, on one line."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return f"predict: {text if len(text) <= REASON_LIMIT else text[:REASON_LIMIT - 3] + '...'}"
+    return exception_reason("predict", exc, REASON_LIMIT)
 
 
 @dataclass(frozen=True)

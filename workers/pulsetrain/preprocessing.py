@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pulsetrain.config import ConfigError, DataConfig
+from pulsetrain.telemetry import exception_reason
 
 REASON_LIMIT = 300
 Features = dict[str, npt.NDArray[Any]]
@@ -43,8 +44,7 @@ class Preprocessed:
 
 def preprocess_reason(exc: BaseException) -> str:
     """The dead-letter reason: `preprocess: ValueError: ...`, on one line."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return f"preprocess: {text if len(text) <= REASON_LIMIT else text[:REASON_LIMIT - 3] + '...'}"
+    return exception_reason("preprocess", exc, REASON_LIMIT)
 
 
 def checked(output: object, data: DataConfig, rows: int) -> Features:

@@ -23,6 +23,13 @@ from pulsetrain.exposition import Exposition
 from pulsetrain.progress_doc import STATES, CheckpointInfo, DeadLettered, ExportInfo, ProgressDocument, State, rfc3339
 
 
+def exception_reason(kind: str, exc: BaseException, limit: int) -> str:
+    """A dead-letter reason for a failure of the pipeline's own code: `kind: ExceptionType: text`, on one line,
+    the text cut to `limit` characters (a TensorFlow error can run to pages); `reason_kind` reads `kind` back."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return f"{kind}: {text if len(text) <= limit else text[:limit - 3] + '...'}"
+
+
 def reason_kind(reason: str) -> str:
     """The kind of a decoder reason: the text before its first colon (`shape: expected 64...` → `shape`)."""
     kind = reason.split(":", 1)[0].strip()
