@@ -35,7 +35,7 @@ class Recorder:
 
 def send_batch(inflight: Inflight, size: int) -> tuple[Recorder, list[Input]]:
     recorder, inputs = Recorder(), [Input(f"k{i}") for i in range(size)]
-    inflight.send(recorder, [(b"{}", {}) for _ in inputs], inputs)
+    inflight.send(recorder, [(b"{}", {}, i.partition_key()) for i in inputs], inputs)
     return recorder, inputs
 
 
@@ -89,7 +89,7 @@ def test_batches_are_tracked_apart() -> None:
 
 def test_a_batch_needs_one_answer_per_input() -> None:
     with pytest.raises(ValueError, match="2 answers for 1 inputs"):
-        Inflight().send(Recorder(), [(b"", {}), (b"", {})], [Input("k")])
+        Inflight().send(Recorder(), [(b"", {}, "k"), (b"", {}, "k")], [Input("k")])
 
 
 def test_answers_too_large_to_send_are_refused_with_their_size() -> None:

@@ -241,17 +241,18 @@ class Inflight:
         self.pending = 0
         """Answers sent and not yet drained as confirmed or failed."""
 
-    def send(self, send: Send, answers: Sequence[tuple[bytes, dict[str, str]]], messages: list[Any]) -> None:
-        """Send one answer (payload, properties) per input of `messages` through `send` (`pulsar_io.sender`),
-        keyed like its input."""
+    def send(self, send: Send, answers: Sequence[tuple[bytes, dict[str, str], str | None]],
+             messages: list[Any]) -> None:
+        """Send one answer (payload, properties, key: its input's key, or None) per input of `messages` through
+        `send` (`pulsar_io.sender`)."""
         if len(answers) != len(messages) or not messages:
             raise ValueError(f"{len(answers)} answers for {len(messages)} inputs")
         sent = self._confirmed_when_all(messages) if self.callback_per_answer else self._confirmed_by_one(messages)
         self.pending += len(messages)
         last = len(messages) - 1
         every = self.callback_per_answer
-        for index, ((payload, properties), message) in enumerate(zip(answers, messages, strict=True)):
-            send(payload, properties, message.partition_key() or None, sent if every or index == last else None)
+        for index, (payload, properties, key) in enumerate(answers):
+            send(payload, properties, key, sent if every or index == last else None)
 
     def _confirmed_by_one(self, messages: list[Any]) -> Callable[[pulsar.Result, Any], None]:
         def sent(result: pulsar.Result, _message_id: Any) -> None:

@@ -285,9 +285,10 @@ class Predictor:
             time.sleep(0.0005)  # the broker is behind: let confirmations come in (releases the GIL)
             self._confirmations()
         assert self.send_answer is not None
+        keys = [message.partition_key() for message in answered]  # read once: a property and the answer's key
         self.inflight.send(self.send_answer, [
-            (payload, answer_properties(ids[row], model.version, decoded[row].partition_key()))
-            for row, payload in outcome.answered], answered)
+            (payload, answer_properties(ids[row], model.version, key), key or None)
+            for (row, payload), key in zip(outcome.answered, keys, strict=True)], answered)
 
     def _predict(self, model: LoadedModel, features: Mapping[str, npt.NDArray[Any]], ids: list[str],
                  rows: list[int]) -> list[bytes]:
