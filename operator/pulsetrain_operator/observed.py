@@ -19,6 +19,12 @@ from pulsetrain_operator.names import ATTEMPT_LABEL, SPEC_HASH_ANNOTATION, WORKE
 WORKER_CONTAINER = "worker"
 
 
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """Whether a Pod's `Ready` condition is `True` (a worker's or a predictor's)."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerPod:
     name: str
@@ -69,7 +75,7 @@ class WorkerPod:
             reason = f"{reason}: {last}" if reason else last
         elif outcome is not None and outcome.message:
             reason = outcome.message
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        ready = pod_ready(pod)
         created = meta.get("creationTimestamp")
         return cls(
             name=str(meta.get("name", "")), index=index, attempt=attempt, phase=str(status.get("phase") or "Pending"),

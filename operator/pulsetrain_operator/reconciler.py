@@ -31,7 +31,7 @@ from pulsetrain_operator.builders.service import worker_service
 from pulsetrain_operator.kube import Kube
 from pulsetrain_operator.lifecycle import Observation, Plan, decide
 from pulsetrain_operator.names import COMPONENT_LABEL, predictor_config_map_name, predictor_name
-from pulsetrain_operator.observed import WorkerPod
+from pulsetrain_operator.observed import WorkerPod, pod_ready
 from pulsetrain_operator.progress import read_predictor_progress, read_progress
 from pulsetrain_operator.serving import ServingPlan, plan_serving, predictor_trouble
 from pulsetrain_operator.settings import Settings
@@ -147,8 +147,7 @@ def _ready_predictors(listed: list[dict[str, Any]]) -> list[str]:
     for pod in listed:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         status = pod.get("status") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        if labels.get(COMPONENT_LABEL) == "predictor" and ready and status.get("podIP"):
+        if labels.get(COMPONENT_LABEL) == "predictor" and pod_ready(pod) and status.get("podIP"):
             ips.append(str(status["podIP"]))
     return ips
 

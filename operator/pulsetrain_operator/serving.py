@@ -25,6 +25,7 @@ from pulsetrain_operator.builders.predictor import (
     serving_spec,
 )
 from pulsetrain_operator.names import COMPONENT_LABEL
+from pulsetrain_operator.observed import pod_ready
 from pulsetrain_operator.settings import Settings
 
 
@@ -65,8 +66,7 @@ def predictor_trouble(pods: Sequence[Mapping[str, Any]]) -> str:
     termination message, the log tail); empty when no pod has anything to say."""
     for pod in pods:
         meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-        if ((meta.get("labels") or {}).get(COMPONENT_LABEL) != "predictor"
-                or any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])):
+        if (meta.get("labels") or {}).get(COMPONENT_LABEL) != "predictor" or pod_ready(pod):
             continue
         container: Mapping[str, Any] = next(iter(status.get("containerStatuses") or []), {})
         waiting = (container.get("state") or {}).get("waiting") or {}
