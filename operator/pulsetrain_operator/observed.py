@@ -19,6 +19,13 @@ from pulsetrain_operator.names import ATTEMPT_LABEL, SPEC_HASH_ANNOTATION, WORKE
 WORKER_CONTAINER = "worker"
 
 
+def last_words(message: str) -> str:
+    """The last line of a termination message that is a log tail (`FallbackToLogsOnError`), at most 300
+    characters: it says most of why the container ended. Empty for an empty message."""
+    lines = message.strip().splitlines()
+    return lines[-1][-300:] if lines else ""
+
+
 def pod_ready(pod: Mapping[str, Any]) -> bool:
     """Whether a Pod's `Ready` condition is `True` (a worker's or a predictor's)."""
     conditions = (pod.get("status") or {}).get("conditions") or []
@@ -71,7 +78,7 @@ class WorkerPod:
         if waiting.get("message"):
             reason = f"{reason}: {waiting['message']}"
         elif message.strip() and outcome is None:  # a log tail (FallbackToLogsOnError): its last line says most
-            last = message.strip().splitlines()[-1][-300:]
+            last = last_words(message)
             reason = f"{reason}: {last}" if reason else last
         elif outcome is not None and outcome.message:
             reason = outcome.message

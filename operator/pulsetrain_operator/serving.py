@@ -25,7 +25,7 @@ from pulsetrain_operator.builders.predictor import (
     serving_spec,
 )
 from pulsetrain_operator.names import COMPONENT_LABEL
-from pulsetrain_operator.observed import pod_ready
+from pulsetrain_operator.observed import last_words, pod_ready
 from pulsetrain_operator.settings import Settings
 
 
@@ -76,8 +76,7 @@ def predictor_trouble(pods: Sequence[Mapping[str, Any]]) -> str:
         if waiting.get("reason") and waiting["reason"] not in _STARTING:
             parts.append(str(waiting["reason"]))
         if ended:
-            lines = str(ended.get("message") or "").strip().splitlines()
-            said = lines[-1][-300:] if lines else str(ended.get("reason") or "")
+            said = last_words(str(ended.get("message") or "")) or str(ended.get("reason") or "")
             parts.append(f"exited with code {ended.get('exitCode')}" + (f": {said}" if said else ""))
         if parts:
             return f"pod {meta.get('name')}: {'; '.join(parts)}"
