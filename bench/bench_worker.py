@@ -3,7 +3,9 @@
 `memory` runs the very same training loop with a source that hands out pre-built rows (no Pulsar,
 no decoding): the ceiling the Pulsar-fed loop is compared with. `naive` is what existing Pulsar
 connectors do: one `receive()` per message, acknowledged at once, into `tf.data.Dataset.from_generator`,
-batched, then the same train step. Prints one JSON line with samples/s for this worker.
+batched, then the same train step. `waiting` is the Pulsar-fed trainer as it was before a worker short of
+rows stopped waiting out `batchReceiveTimeoutMs` while its peers had rows (`Source.fill`). Prints one JSON
+line with samples/s for this worker.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class MemorySource:  # the interface of pulsetrain.source.Source that the traine
         self.unavailable: str | None = None
         self.id_prefix = b"%d-" % seed  # one per worker: the commit check refuses an ID in two workers' ledgers
 
-    def fill(self, wanted: int) -> None:
+    def fill(self, wanted: int, wait: bool = True) -> None:
         self.buffered = len(self.labels) - self.offset
 
     def take(self, limit: int) -> Any:
@@ -106,7 +108,7 @@ def main() -> int:
         os.sched_setaffinity(0, {int(c) for c in os.environ["PULSETRAIN_BENCH_CPUS"].split(",")})
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--mode", choices=("pulsar", "memory", "naive"), required=True)
+    parser.add_argument("--mode", choices=("pulsar", "memory", "naive", "waiting"), required=True)
     parser.add_argument("--rows-per-worker", type=int, required=True)
     parser.add_argument("--summary", type=Path, required=True)
     args = parser.parse_args()
@@ -119,6 +121,14 @@ def main() -> int:
     index = tf_config.task_index if tf_config else 0
     telemetry = Telemetry(worker=index, is_chief=index == 0)
     options: dict[str, Any] = {}
+    if args.mode == "waiting":  # how the trainer filled before: always waiting out the batch timeout
+        from pulsetrain.source import Source
+
+        class AlwaysWaiting(Source):
+            def fill(self, wanted: int, wait: bool = True) -> None:
+                super().fill(wanted, wait=True)
+
+        options["source_factory"] = AlwaysWaiting
     if args.mode == "memory":
         classes = config.model.num_classes or 2
         options["source_factory"] = lambda _, ledger, *__: MemorySource(

@@ -9,7 +9,11 @@
    records of the same values for comparison.
 4. Dead-lettering a malformed message: time on the training thread, against the synchronous send used
    before (`bench.dead_letter_bench`).
-5. The worker's own CPU per received message outside TensorFlow (receive, payload, ID, digest,
+5. Uneven supply: a Key_Shared subscription of a topic with 95% of its messages under one key (nearly all
+   of them go to one of the 2 workers), against the
+   trainer as it was before a worker short of rows stopped waiting out the batch timeout while its peers
+   had rows (`bench.bench_worker --mode waiting`).
+6. The worker's own CPU per received message outside TensorFlow (receive, payload, ID, digest,
    acknowledgement), against how it did that before (`bench.receive_bench`).
 
 Needs Pulsar: the running test bed's (`python -m tests.cluster up`) or `--service-url`. On the test bed
@@ -54,10 +58,10 @@ FEATURES = 784
 
 
 def worker_config(service_url: str, topic: str, root: Path, batch: int, checkpoint_every: int,
-                  total: int = 0) -> dict[str, Any]:
+                  total: int = 0, subscription_type: str = "Shared") -> dict[str, Any]:
     """Stops at `total` messages (so no idle tail is timed); the idle timeout only guards a broken run."""
     return {
-        "source": {"pulsar": {"serviceUrl": service_url, "topic": topic,
+        "source": {"pulsar": {"serviceUrl": service_url, "topic": topic, "subscriptionType": subscription_type,
                               "subscription": f"bench-{uuid.uuid4().hex[:6]}", "receiverQueueSize": 4 * batch}},
         "data": {"format": "raw", "features": [{"name": "image", "dtype": "float32", "shape": [FEATURES]}],
                  "label": {"name": "label", "dtype": "int64", "shape": []}},
@@ -178,7 +182,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200, help="training steps per run (default 200)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the runs' directories (logs, summaries)")
-    parser.add_argument("--only", nargs="*", help="run only these (memory, pulsar, pulsar+checkpoints, naive)")
+    parser.add_argument("--only", nargs="*", help="run only these (memory, pulsar, pulsar+checkpoints, naive, "
+                        "uneven, uneven-waiting)")
     parser.add_argument("--pin", action="store_true", help="workers on CPU 0, the test bed's broker on the others")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the in-memory and Pulsar-fed runs, taking "
                         "turns; each figure is the median (default 3)")
@@ -208,6 +213,16 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         publish(producer, payloads, progress=False)
     producer.close()
     warm_up(client, topic, total)
+    # the uneven-supply runs' topic: a quarter as many records, 95% of them under one key, so that a Key_Shared
+    # subscription hands nearly all of them to one worker (the acceptance test's uneven supply)
+    skewed_topic, skewed_total = f"{topic}-skewed", total // 4
+    producer = client.create_producer(skewed_topic, batching_enabled=True, block_if_queue_full=True,
+                                      batching_type=pulsar.BatchingType.KeyBased)
+    publish(producer, encode_batch(data, {"image": rng.normal(size=(skewed_total, FEATURES)).astype(np.float32)},
+                                   rng.integers(0, 10, skewed_total)),
+            keys=["hot" if i % 20 else f"cold-{i}" for i in range(skewed_total)], progress=False)
+    producer.close()
+    warm_up(client, skewed_topic, skewed_total)
     client.close()
 
     runs: dict[str, list[float]] = {}
@@ -217,12 +232,17 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
     # the baselines and the Pulsar-fed runs take turns, `--repeat` rounds: the machine's speed drifts by 20%
     # and more between runs a minute apart, and a drift should not fall on one side of a ratio
     plan = [*[("memory", "memory", never), ("pulsar", "pulsar", never), ("pulsar+checkpoints", "pulsar", 100)]
-            * args.repeat, ("naive", "naive", never)]
+            * args.repeat, ("naive", "naive", never),
+            *[("uneven", "pulsar", never), ("uneven-waiting", "waiting", never)] * args.repeat]
     for index, (name, mode, every) in enumerate(plan):
         if args.only and name not in args.only:
             continue
         started = time.monotonic()
-        doc = worker_config(service_url, topic, root / f"{index}-{name}", args.batch, every, total)
+        if name.startswith("uneven"):
+            doc = worker_config(service_url, skewed_topic, root / f"{index}-{name}", args.batch, every, skewed_total,
+                                "KeyShared")
+        else:
+            doc = worker_config(service_url, topic, root / f"{index}-{name}", args.batch, every, total)
         broker_before = cpu_seconds(broker_pid)
         rate = run_gang(mode, doc, root / f"{index}-{name}", args.workers, rows_per_worker)
         wall = time.monotonic() - started
@@ -248,6 +268,9 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
          f"{results['pulsar']:,.0f} vs {results['naive']:,.0f} samples/s/worker"),
         ("checkpoint every 100 steps: overhead", 1 - results["pulsar+checkpoints"] / results["pulsar"], "<= 0.05",
          f"{results['pulsar+checkpoints']:,.0f} vs {results['pulsar']:,.0f} samples/s/worker"),
+        ("uneven supply: now / waiting out the timeout", results["uneven"] / results["uneven-waiting"], "> 1",
+         f"{results['uneven']:,.0f} vs {results['uneven-waiting']:,.0f} samples/s/worker, 95% of the messages "
+         "under one key, Key_Shared"),
         ("decode raw 3 KB records (msgs/s)", raw_rate, ">= 100000", f"json, same values: {json_rate:,.0f}/s"),
         ("dead-letter one bad message, loop thread (us)", dead.async_seconds_per_message * 1e6, "< sync",
          f"synchronous send + ack (before): {dead.sync_seconds_per_message * 1e6:,.0f} us; all {dead.messages} "

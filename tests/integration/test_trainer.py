@@ -33,11 +33,12 @@ pytestmark = pytest.mark.integration
 
 
 def make_config(tmp_path: Path, service_url: str, topic: str, *, data_format: str = "raw",
-                subscription_type: str = "Shared", **training: Any) -> Path:
+                subscription_type: str = "Shared", batch_receive_timeout_ms: int = 100, **training: Any) -> Path:
     doc = {
         "pipeline": {"name": "digits", "namespace": "default"},
         "source": {"pulsar": {"serviceUrl": service_url, "topic": topic, "subscription": "trainer",
-                              "subscriptionType": subscription_type, "receiverQueueSize": 200}},
+                              "subscriptionType": subscription_type, "receiverQueueSize": 200,
+                              "batchReceiveTimeoutMs": batch_receive_timeout_ms}},
         "data": {"format": data_format, "features": [{"name": "pixels", "dtype": "float32", "shape": [64]}],
                  "label": {"name": "digit", "dtype": "int64", "shape": []},
                  "normalization": {"mode": "given", "mean": [8.0] * 64, "std": [6.0] * 64}},
@@ -161,13 +162,18 @@ def test_uneven_supply_finishes_without_deadlock(pulsar_broker: PulsarURLs, tmp_
     _, payloads = digits_payloads(repeat=1)
     keys = ["hot" if i % 20 else f"cold-{i}" for i in range(len(payloads))]  # 95% of messages share one key
     publish(pulsar_broker.service_url, topic, payloads, keys)
-    g = gang(tmp_path, make_config(tmp_path, pulsar_broker.service_url, topic, subscription_type="KeyShared"))
+    timeout_s = 1.0  # how long a worker short of rows may wait for more, unless its peer has rows
+    config = make_config(tmp_path, pulsar_broker.service_url, topic, subscription_type="KeyShared",
+                         batch_receive_timeout_ms=int(timeout_s * 1000))
+    g = gang(tmp_path, config)
     g.start(tmp_path)
     summaries = finish(g, tmp_path)
     assert_exactly_once(summaries, payloads, logs=tmp_path)
     rows = sorted(s["localRows"] for s in summaries)
     assert rows[1] >= 4 * max(rows[0], 1), rows  # one worker got far fewer messages
     assert summaries[0]["step"] == summaries[1]["step"]
+    # the starved worker did not wait out the timeout at each step its peer trained (it did: 44 steps, 1 s each)
+    assert summaries[0]["trainSeconds"] < summaries[0]["step"] * timeout_s / 2, summaries[0]
 
 
 def test_a_gang_that_seldom_checkpoints_commits_before_the_broker_stops_dispatching(pulsar_broker: PulsarURLs,

@@ -116,7 +116,8 @@ class PulsarConfig:
     batch_receive_max_messages: int
     """`batchReceiveMaxMessages`: most messages per batch receive, 1..100000. Default: `training.batchSize`."""
     batch_receive_timeout_ms: int = 100
-    """`batchReceiveTimeoutMs`: longest wait for a batch to fill, 1..600000 ms. Default 100."""
+    """`batchReceiveTimeoutMs`: longest wait for a batch to fill while no other worker has rows, 1..600000 ms.
+    Default 100."""
     dead_letter_topic: str | None = None
     """`deadLetterTopic`: where malformed messages go; `dlq_topic` gives the default `{topic}-{subscription}-DLQ`."""
     authentication: TokenAuth | TlsAuth | None = None

@@ -201,8 +201,10 @@ class Source:
                 payloads, message_ids, ids, sums = unpack(messages)
                 self._received.put(Received(messages, message_ids, ids, sums, self.decoder.decode(payloads)))
 
-    def fill(self, wanted: int) -> None:
-        """Move received batches into the buffer until `wanted` rows are there or the batch timeout passes.
+    def fill(self, wanted: int, wait: bool = True) -> None:
+        """Move received batches into the buffer until `wanted` rows are there or the batch timeout passes;
+        without `wait`, only what has already been received (the trainer's choice while its peers have rows:
+        a worker short of data should not hold up a step that trains theirs).
 
         While Pulsar is unreachable the reason is in `unavailable` and the idle clock stands still: an
         outage is not the end of a bounded stream, so the gang waits it out (and says so)."""
@@ -222,7 +224,7 @@ class Source:
             self.last_message_at = time.monotonic()
         if self.buffered >= wanted or not connected:
             return
-        deadline = time.monotonic() + self.config.source.pulsar.batch_receive_timeout_ms / 1000
+        deadline = time.monotonic() + (self.config.source.pulsar.batch_receive_timeout_ms / 1000 if wait else 0.0)
         while self.buffered < wanted:
             try:
                 item = self._received.get(timeout=max(0.0, deadline - time.monotonic()))

@@ -310,13 +310,13 @@ class Trainer:
             step, last_checkpoint, last_export = int(self.step.numpy()), time.monotonic(), time.monotonic()
             stats_window, rows_window, global_samples = np.zeros(self._stat_size), 0.0, trained
             dirty, local_rows, committed_local_rows, first_step_at, last_step_at = False, 0, 0, 0.0, 0.0
-            refusals, stop = 0, 0.0
+            refusals, stop, peers_had_rows = 0, 0.0, False
             finished_before = self._limit_reached(step, global_samples)
             if finished_before:
                 log.info("the restored checkpoint (step %d, %d samples) already reached the training limit: nothing "
                          "to train", step, global_samples)
             while not finished_before:
-                source.fill(self.batch)
+                source.fill(self.batch, wait=not peers_had_rows)  # see Source.fill
                 if source.unavailable:
                     self.telemetry.set_state("source-unavailable", source.unavailable)
                 elif self.telemetry.state == "source-unavailable":
@@ -336,6 +336,7 @@ class Trainer:
                 )
                 total_rows, idle, stop, checkpoint_due, export_due, lost, unacked = self.allreduce(flags.vector())
                 checkpoint_due = checkpoint_due or unacked >= SUBSCRIPTION_UNACKED_LIMIT
+                peers_had_rows = total_rows > len(rows)
                 if lost:
                     step, global_samples = self._rollback(source, dirty)
                     total_rows, dirty, local_rows = 0, False, committed_local_rows
