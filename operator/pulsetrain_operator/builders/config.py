@@ -29,13 +29,17 @@ CA_DIR: Final = f"{defaults.SECRETS_DIR}/ca"
 TLS_CERT_KEY: Final = "tls.crt"
 TLS_KEY_KEY: Final = "tls.key"
 
-_PULSAR_COPIED: Final = ("serviceUrl", "adminUrl", "topic", "receiverQueueSize", "batchReceiveTimeoutMs",
-                         "deadLetterTopic")
-_PULSAR_DEFAULTS: Final[Mapping[str, str]] = {
+PULSAR_COPIED: Final = ("serviceUrl", "adminUrl", "topic", "receiverQueueSize", "batchReceiveMaxMessages",
+                        "batchReceiveTimeoutMs", "deadLetterTopic")
+"""`spec.source.pulsar` fields the worker reads as they are; with PULSAR_DEFAULTS and PULSAR_MOUNTED, every field
+of the CRD's `source.pulsar` (a unit test checks that none is left out)."""
+PULSAR_DEFAULTS: Final[Mapping[str, str]] = {
     "subscription": defaults.SUBSCRIPTION,
     "subscriptionType": defaults.SUBSCRIPTION_TYPE,
     "initialPosition": defaults.INITIAL_POSITION,
 }
+PULSAR_MOUNTED: Final = ("authentication", "tlsTrustCerts")
+"""`spec.source.pulsar` fields that name Secrets: the worker reads the mounted files instead."""
 
 
 def identity(tp: Mapping[str, Any]) -> tuple[str, str]:
@@ -107,8 +111,8 @@ def worker_config(tp: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pulsar(pulsar: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {key: pulsar[key] for key in _PULSAR_COPIED if pulsar.get(key) is not None}
-    out.update({key: pulsar.get(key) or default for key, default in _PULSAR_DEFAULTS.items()})
+    out: dict[str, Any] = {key: pulsar[key] for key in PULSAR_COPIED if pulsar.get(key) is not None}
+    out.update({key: pulsar.get(key) or default for key, default in PULSAR_DEFAULTS.items()})
     auth = _authentication(pulsar.get("authentication") or {})
     if auth:
         out["authentication"] = auth

@@ -30,6 +30,7 @@ FULL_SPEC: dict[str, Any] = {
         "initialPosition": "Latest",
         "receiverQueueSize": 500,
         "batchReceiveTimeoutMs": 250,
+        "batchReceiveMaxMessages": 64,
         "deadLetterTopic": "persistent://public/default/digits-dlq",
     }},
     "data": {"format": "csv",

@@ -9,7 +9,14 @@ import pytest
 
 from pulsetrain.config import TlsAuth, TokenAuth, load_config
 from pulsetrain_operator import defaults
-from pulsetrain_operator.builders.config import storage_paths, worker_config
+from pulsetrain_operator.builders.config import (
+    PULSAR_COPIED,
+    PULSAR_DEFAULTS,
+    PULSAR_MOUNTED,
+    storage_paths,
+    worker_config,
+)
+from pulsetrain_operator.crd import spec_schema
 from tests.unit.operator import samples
 
 
@@ -30,12 +37,19 @@ def test_full_spec_fields_reach_the_worker() -> None:
     assert pulsar.initial_position == "Latest"
     assert pulsar.receiver_queue_size == 500
     assert pulsar.batch_receive_timeout_ms == 250
+    assert pulsar.batch_receive_max_messages == 64
     assert pulsar.dead_letter_topic == "persistent://public/default/digits-dlq"
     assert config.training.batch_size == 32
     assert config.training.max_steps == 1000
     assert config.model.mlp.hidden_units == (128, 64)
     assert config.data.csv.delimiter == ";"
     assert config.observability.port == 9200
+
+
+def test_every_crd_pulsar_field_reaches_the_worker() -> None:
+    # batchReceiveMaxMessages was in the CRD but not copied: the API server took it and the worker never saw it
+    fields = set(spec_schema()["properties"]["source"]["properties"]["pulsar"]["properties"])
+    assert fields == {*PULSAR_COPIED, *PULSAR_DEFAULTS, *PULSAR_MOUNTED}
 
 
 def test_pulsar_fields_the_operator_relies_on_are_written_with_the_operator_defaults() -> None:
