@@ -124,13 +124,15 @@ def _pulsar() -> Schema:
         "authentication": _authentication(),
         "tlsTrustCerts": _secret_key("The CA bundle that signs the broker's certificate, kept in a Secret "
                                      "(needs a `pulsar+ssl://` serviceUrl).", defaults.CA_KEY),
+        "tlsValidateHostname": _bool(_doc(pulsar, "tls_validate_hostname")),
     }, required=["serviceUrl", "topic"], rules=[
         _rule("!has(self.deadLetterTopic) || self.deadLetterTopic != self.topic",
               "source.pulsar.deadLetterTopic must differ from source.pulsar.topic", field_path=".deadLetterTopic"),
-        _rule("!(has(self.tlsTrustCerts) || has(self.authentication) && has(self.authentication.tls))"
+        _rule("!(has(self.tlsTrustCerts) || has(self.authentication) && has(self.authentication.tls)"
+              " || has(self.tlsValidateHostname) && self.tlsValidateHostname)"
               " || self.serviceUrl.startsWith('pulsar+ssl://')",
-              "source.pulsar.serviceUrl must start with pulsar+ssl:// when tlsTrustCerts or authentication.tls "
-              "is given", field_path=".serviceUrl"),
+              "source.pulsar.serviceUrl must start with pulsar+ssl:// when tlsTrustCerts, authentication.tls or "
+              "tlsValidateHostname is given", field_path=".serviceUrl"),
     ])
 
 

@@ -1,10 +1,12 @@
-"""Token authentication end to end: a second, authentication-enforcing Pulsar standalone; a client
-without a token is refused; a worker whose configuration names a token file trains on it, and
-`pulsetrain produce --config` publishes with it."""
+"""Token and TLS authentication end to end: a second, authentication-enforcing Pulsar standalone that also
+serves TLS; a client without a token is refused; a worker whose configuration names a token file trains on
+it, and `pulsetrain produce --config` publishes with it; a worker trains over TLS with a client certificate,
+and `tlsValidateHostname` refuses a broker whose certificate does not name the host dialled."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -17,7 +19,9 @@ from pathlib import Path
 import pulsar
 import pytest
 
-from pulsetrain.pulsar_io import backlog
+from pulsetrain.config import load_config_file
+from pulsetrain.pulsar_io import backlog, connect
+from tests.cluster.pki import CertificateAuthority, CertPair
 from tests.cluster.pulsar_server import PulsarServer
 from tests.integration.test_trainer import digits_payloads, finish, gang, make_config, publish
 
@@ -36,8 +40,26 @@ def jwt(subject: str, secret: bytes) -> str:
     return f"{signing_input}.{_b64(signature)}"
 
 
+TLS_PORT = 6653
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerPki:
+    ca: Path  # the CA bundle that signs the broker's certificate
+    broker: CertPair  # names 127.0.0.1 only, not localhost
+    client: CertPair  # the trainer's client certificate (CN trainer)
+
+
 @pytest.fixture(scope="module")
-def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PulsarServer, str]]:
+def broker_pki(tmp_path_factory: pytest.TempPathFactory) -> BrokerPki:
+    ca = CertificateAuthority(tmp_path_factory.mktemp("pulsar-pki"), "pulsetrain-test-pulsar-ca")
+    return BrokerPki(ca.pair.cert, ca.issue("broker", "broker", ips=("127.0.0.1",), server=True),
+                     ca.issue("trainer", "trainer"))
+
+
+@pytest.fixture(scope="module")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory,
+                   broker_pki: BrokerPki) -> Iterator[tuple[PulsarServer, str]]:
     root = tmp_path_factory.mktemp("secured-pulsar")
     secret = uuid.uuid4().bytes * 2
     (root / "secret.key").write_bytes(secret)
@@ -46,7 +68,12 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
                           admin_token=admin, config={
                               "authenticationEnabled": "true",
                               "authenticationProviders":
-                                  "org.apache.pulsar.broker.authentication.AuthenticationProviderToken",
+                                  "org.apache.pulsar.broker.authentication.AuthenticationProviderToken,"
+                                  "org.apache.pulsar.broker.authentication.AuthenticationProviderTls",
+                              "brokerServicePortTls": str(TLS_PORT),
+                              "tlsCertificateFilePath": str(broker_pki.broker.cert),
+                              "tlsKeyFilePath": str(broker_pki.broker.key),
+                              "tlsTrustCertsFilePath": str(broker_pki.ca),
                               "tokenSecretKey": f"file://{root / 'secret.key'}",
                               "superUserRoles": "admin",
                               "brokerClientAuthenticationPlugin":
@@ -138,3 +165,45 @@ def test_backlog_is_read_with_the_token(secured_broker: tuple[PulsarServer, str]
         client.close()
     assert backlog(server.admin_url, topic, "trainer", token=token) == 4
     assert backlog(server.admin_url, topic, "trainer") is None  # refused without it (401): None, not an error
+
+
+def tls_config(tmp_path: Path, pki: BrokerPki, host: str, topic: str, validate_hostname: bool) -> Path:
+    config = make_config(tmp_path, f"pulsar+ssl://{host}:{TLS_PORT}", topic)
+    doc = json.loads(config.read_text())
+    doc["source"]["pulsar"].update(
+        authentication={"tls": {"certFile": str(pki.client.cert), "keyFile": str(pki.client.key)}},
+        tlsTrustCertsFile=str(pki.ca), tlsValidateHostname=validate_hostname)
+    config.write_text(json.dumps(doc))
+    return config
+
+
+def test_worker_trains_over_tls_with_a_client_certificate(secured_broker: tuple[PulsarServer, str],
+                                                          broker_pki: BrokerPki, tmp_path: Path) -> None:
+    server, token = secured_broker
+    topic = f"persistent://public/default/tls-{uuid.uuid4().hex[:8]}"
+    _, payloads = digits_payloads(repeat=1)
+    publish(server.service_url, topic, payloads, authentication=pulsar.AuthenticationToken(token))
+    g = gang(tmp_path, tls_config(tmp_path, broker_pki, "127.0.0.1", topic, validate_hostname=True), workers=1)
+    g.start(tmp_path)
+    (summary,) = finish(g, tmp_path)
+    assert summary["trainedSamples"] == len(payloads)
+    log = (tmp_path / "worker-0.log").read_text()
+    assert f"connecting to pulsar+ssl://127.0.0.1:{TLS_PORT} (authentication: TlsAuth)" in log
+
+
+def test_hostname_validation_refuses_a_broker_certificate_without_the_host(
+        secured_broker: tuple[PulsarServer, str], broker_pki: BrokerPki, tmp_path: Path) -> None:
+    """The broker's certificate names 127.0.0.1, not localhost: dialled as localhost, the CA check alone
+    (Pulsar's default) accepts it, and tlsValidateHostname refuses it."""
+    topic = f"persistent://public/default/tls-{uuid.uuid4().hex[:8]}"
+    for validate in (False, True):
+        pulsar_cfg = load_config_file(tls_config(tmp_path, broker_pki, "localhost", topic, validate)).source.pulsar
+        client = connect(pulsar_cfg, environ={})
+        try:
+            if validate:
+                with pytest.raises(pulsar.PulsarException):
+                    client.create_producer(topic)
+            else:
+                client.create_producer(topic).close()
+        finally:
+            client.close()

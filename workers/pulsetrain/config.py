@@ -162,15 +162,17 @@ def _pulsar(sec: Section) -> PulsarConfig:
         dead_letter_topic=sec.opt_text("deadLetterTopic", check=TOPIC),
         authentication=_authentication(sec.section("authentication")) if sec.has("authentication") else None,
         tls_trust_certs_file=sec.opt_text("tlsTrustCertsFile"),
+        tls_validate_hostname=sec.boolean("tlsValidateHostname", False),
     )
     sec.raw("authentication")
     sec.done()
     if config.dead_letter_topic is not None and full_topic(config.dead_letter_topic) == full_topic(config.topic):
         sec.error("deadLetterTopic", f"{config.dead_letter_topic!r} is the training topic itself; use another topic")
-    uses_tls = isinstance(config.authentication, TlsAuth) or config.tls_trust_certs_file is not None
+    uses_tls = (isinstance(config.authentication, TlsAuth) or config.tls_trust_certs_file is not None
+                or config.tls_validate_hostname)
     if uses_tls and sec.problems.clean(sec.sub("serviceUrl")) and not config.service_url.startswith("pulsar+ssl://"):
         sec.error("serviceUrl", f"{config.service_url!r} does not use TLS, but TLS settings are given "
-                                "(authentication.tls or tlsTrustCertsFile); use pulsar+ssl://")
+                                "(authentication.tls, tlsTrustCertsFile or tlsValidateHostname); use pulsar+ssl://")
     return config
 
 

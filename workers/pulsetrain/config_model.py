@@ -124,6 +124,9 @@ class PulsarConfig:
     """`authentication`: `{"token": {"file"|"env": ...}}` or `{"tls": {"certFile", "keyFile"}}`; none by default."""
     tls_trust_certs_file: str | None = None
     """`tlsTrustCertsFile`: CA bundle that signs the broker's certificate (needs `pulsar+ssl://`)."""
+    tls_validate_hostname: bool = False
+    """`tlsValidateHostname`: refuse a broker whose certificate does not name the host of `serviceUrl` (needs
+    `pulsar+ssl://`). Default false, as in Pulsar's clients: the CA alone is checked."""
 
     @property
     def dlq_topic(self) -> str:

@@ -54,6 +54,7 @@ def connect(config: PulsarConfig, environ: Mapping[str, str] | None = None) -> p
         config.service_url,
         authentication=auth,
         tls_trust_certs_file_path=config.tls_trust_certs_file,
+        tls_validate_hostname=config.tls_validate_hostname,
         operation_timeout_seconds=30,
         logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
     )

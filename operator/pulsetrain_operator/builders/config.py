@@ -30,7 +30,7 @@ TLS_CERT_KEY: Final = "tls.crt"
 TLS_KEY_KEY: Final = "tls.key"
 
 PULSAR_COPIED: Final = ("serviceUrl", "adminUrl", "topic", "receiverQueueSize", "batchReceiveMaxMessages",
-                        "batchReceiveTimeoutMs", "deadLetterTopic")
+                        "batchReceiveTimeoutMs", "deadLetterTopic", "tlsValidateHostname")
 """`spec.source.pulsar` fields the worker reads as they are; with PULSAR_DEFAULTS and PULSAR_MOUNTED, every field
 of the CRD's `source.pulsar` (a unit test checks that none is left out)."""
 PULSAR_DEFAULTS: Final[Mapping[str, str]] = {
