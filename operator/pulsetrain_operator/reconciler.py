@@ -31,7 +31,7 @@ from pulsetrain_operator.builders.service import worker_service
 from pulsetrain_operator.kube import Kube
 from pulsetrain_operator.lifecycle import Observation, Plan, decide
 from pulsetrain_operator.names import COMPONENT_LABEL, predictor_config_map_name, predictor_name
-from pulsetrain_operator.observed import WorkerPod, pod_ready
+from pulsetrain_operator.observed import WorkerPod
 from pulsetrain_operator.progress import read_predictor_progress, read_progress
 from pulsetrain_operator.serving import ServingPlan, plan_serving, predictor_trouble
 from pulsetrain_operator.settings import Settings
@@ -141,13 +141,14 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
                  writes=writes, seconds=time.monotonic() - started)
 
 
-def _ready_predictors(listed: list[dict[str, Any]]) -> list[str]:
-    """Pod IPs of the ready predictor pods among the pipeline's pods."""
+def _running_predictors(listed: list[dict[str, Any]]) -> list[str]:
+    """Pod IPs of the running predictor pods among the pipeline's pods: the ready ones, and those that run but
+    are not ready, whose progress document says why (a lost broker, say) and still holds their counts."""
     ips = []
     for pod in listed:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         status = pod.get("status") or {}
-        if labels.get(COMPONENT_LABEL) == "predictor" and pod_ready(pod) and status.get("podIP"):
+        if labels.get(COMPONENT_LABEL) == "predictor" and status.get("phase") == "Running" and status.get("podIP"):
             ips.append(str(status["podIP"]))
     return ips
 
@@ -157,7 +158,7 @@ def _serving(kube: Kube, settings: Settings, tp: Mapping[str, Any], listed: list
     name, namespace = tp["metadata"]["name"], tp["metadata"]["namespace"]
     deployment = kube.get_deployment(namespace, predictor_name(name))
     port = metrics_port(tp)
-    found = [read_predictor_progress(ip, port, settings.progress_timeout_seconds) for ip in _ready_predictors(listed)]
+    found = [read_predictor_progress(ip, port, settings.progress_timeout_seconds) for ip in _running_predictors(listed)]
     return plan_serving(tp, settings, model_version, deployment, [p for p in found if p is not None],
                         predictor_trouble(listed))
 

@@ -5,9 +5,10 @@ covers both modes: a pipeline with `spec.serving` gets its predictor Deployment 
 names a first exported version (a bounded pipeline exports when training has succeeded; a continuous
 one at its first periodic export), and keeps it while `spec.serving` is there, whatever training does
 next (a gang restart does not stop the answers). Removing `spec.serving` removes the predictors.
-`status.serving` sums the ready predictors' own progress documents, and when predictors are not ready, says
-why from their pods (`predictor_trouble`): a crash-looping predictor (a pinned version that does not exist,
-a configuration it refuses) must not read as "starting" for ever.
+`status.serving` sums the running predictors' own progress documents, and when predictors are not ready, says
+why from their pods (`predictor_trouble`) or, for one that runs but is not ready, from its own progress
+document (`progress_trouble`): a crash-looping predictor (a pinned version that does not exist, a configuration
+it refuses) or one that has lost the broker must not read as "starting" for ever.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from pulsetrain_operator.builders.predictor import (
 from pulsetrain_operator.names import COMPONENT_LABEL
 from pulsetrain_operator.observed import last_words, pod_ready
 from pulsetrain_operator.settings import Settings
+
+TROUBLE_CHARS = 300
+"""The most of a predictor's own message that goes into `status.serving.message`."""
 
 
 @dataclass(frozen=True)
@@ -83,11 +87,19 @@ def predictor_trouble(pods: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
+def progress_trouble(progress: Sequence[PredictorProgress]) -> str:
+    """What a running predictor that cannot answer says of itself (broker lost, or failed); empty if none does."""
+    for doc in progress:
+        if doc.state in ("source-unavailable", "failed"):
+            return f"predictor {doc.replica}: {(doc.message or doc.state)[:TROUBLE_CHARS]}"
+    return ""
+
+
 def serving_status(desired_replicas: int, deployment: Mapping[str, Any] | None,
                    progress: Sequence[PredictorProgress], model_version: int | None,
                    trouble: str = "") -> dict[str, Any]:
-    """`status.serving` from the Deployment's status, the ready predictors' progress documents and what
-    `predictor_trouble` found."""
+    """`status.serving` from the Deployment's status, the running predictors' progress documents and what
+    `predictor_trouble` found (else what `progress_trouble` finds)."""
     ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
     served = [p.model_version for p in progress if p.model_version is not None]
     status: dict[str, Any] = {
@@ -107,6 +119,7 @@ def serving_status(desired_replicas: int, deployment: Mapping[str, Any] | None,
         status["message"] = f"serving model version {min(served)} on {ready}/{desired_replicas} predictor(s)"
     else:
         status["message"] = f"starting predictors ({ready}/{desired_replicas} ready)"
+    trouble = trouble or progress_trouble(progress)
     if trouble and model_version is not None and ready < desired_replicas:
         status["message"] += f"; {trouble}"
     return status
@@ -116,7 +129,7 @@ def plan_serving(tp: Mapping[str, Any], settings: Settings, model_version: int |
                  deployment: Mapping[str, Any] | None, progress: Sequence[PredictorProgress],
                  trouble: str = "") -> ServingPlan:
     """The plan for pipeline `tp`'s predictors, given the newest model version, their Deployment as it is
-    (None: absent), the ready predictors' progress documents and `predictor_trouble`'s words."""
+    (None: absent), the running predictors' progress documents and `predictor_trouble`'s words."""
     if serving_spec(tp) is None:
         return ServingPlan(deployment=None, config_map=None, update=False, delete=deployment is not None,
                            status=None)

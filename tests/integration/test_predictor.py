@@ -31,7 +31,16 @@ from pulsetrain.datasets import Dataset
 from pulsetrain.encode import encode_batch
 from tests.conftest import PulsarURLs
 from tests.integration.predictor_support import Answers, PredictorProcess, send_inputs
-from tests.integration.test_trainer import MALFORMED, digits_payloads, finish, gang, make_config, publish
+from tests.integration.test_trainer import (
+    MALFORMED,
+    digits_payloads,
+    finish,
+    gang,
+    make_config,
+    own_broker,
+    publish,
+    restart,
+)
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -261,6 +270,26 @@ def test_kill_9_mid_stream_every_input_is_still_answered(trained: Trained, tmp_p
         first.kill()
         second.kill()
         answers.close()
+
+
+def test_a_predictor_that_loses_the_broker_is_not_ready_until_it_is_back(trained: Trained, tmp_path: Path,
+                                                                        client: pulsar.Client,
+                                                                        pulsar_broker: PulsarURLs) -> None:
+    broker = own_broker(pulsar_broker)
+    with started(trained, tmp_path, client) as (s, answers):
+        assert s.predictor.get("/readyz") == "ready (serving)\n"
+        broker.stop()
+        try:
+            lost = s.predictor.wait_state("source-unavailable", 60)
+            assert "lost the connection to Pulsar" in lost["message"], lost
+            assert s.predictor.get("/readyz") is None  # 503: not ready
+        finally:
+            restart(broker)
+        s.predictor.wait_state("serving", 120)
+        assert s.predictor.get("/readyz") == "ready (serving)\n"
+        payloads, _ = held_out(trained.test, 50)
+        sent = send_inputs(client, s.input_topic, payloads)
+        assert set(answers.wait_for(sent, timeout=120)) == set(sent)
 
 
 def test_malformed_inputs_are_dead_lettered_and_the_rest_answered(trained: Trained, tmp_path: Path,

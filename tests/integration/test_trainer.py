@@ -355,6 +355,18 @@ def test_user_model_and_preprocess_hooks_and_max_steps(pulsar_broker: PulsarURLs
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["1"]
 
 
+def own_broker(pulsar_broker: PulsarURLs) -> Any:
+    """The test bed's own broker, which a test may stop and `restart` (not an external one)."""
+    from tests.cluster.pulsar_server import PulsarServer
+    from tests.cluster.testbed import TestBedInfo
+
+    info = TestBedInfo.load()
+    assert info is not None and info.pulsar_service_url == pulsar_broker.service_url, "needs the own test bed"
+    broker = PulsarServer.running_in(Path(info.state) / "pulsar")
+    assert broker is not None
+    return broker
+
+
 def restart(broker: Any) -> None:
     """Start the stopped standalone broker again. Its embedded bookie has once died right after a restart
     ("Bookie is not running any more", in CI) and taken the broker with it; this test is about the workers
@@ -372,13 +384,7 @@ def restart(broker: Any) -> None:
 
 @pytest.mark.parametrize("outage", ["before-the-first-commit", "after-a-commit"])
 def test_broker_outage_is_reported_and_waited_out(pulsar_broker: PulsarURLs, tmp_path: Path, outage: str) -> None:
-    from tests.cluster.pulsar_server import PulsarServer
-    from tests.cluster.testbed import TestBedInfo
-
-    info = TestBedInfo.load()
-    assert info is not None and info.pulsar_service_url == pulsar_broker.service_url, "needs the own test bed"
-    broker = PulsarServer.running_in(Path(info.state) / "pulsar")
-    assert broker is not None
+    broker = own_broker(pulsar_broker)
     topic = f"persistent://public/default/outage-{uuid.uuid4().hex[:8]}"
     _, payloads = digits_payloads(repeat=10)
     publish(pulsar_broker.service_url, topic, payloads)

@@ -25,8 +25,8 @@ PredictorState = Literal["starting", "waiting-for-model", "serving", "source-una
                          "failed"]
 PREDICTOR_STATES: tuple[PredictorState, ...] = ("starting", "waiting-for-model", "serving", "source-unavailable",
                                                 "stopping", "stopped", "failed")
-NOT_READY: frozenset[str] = frozenset({"starting", "waiting-for-model", "failed"})
-"""States in which a replica answers nothing (its `/readyz` says 503): no model yet, or broken."""
+NOT_READY: frozenset[str] = frozenset({"starting", "waiting-for-model", "source-unavailable", "failed"})
+"""States in which a replica answers nothing (its `/readyz` says 503): no model yet, no broker, or broken."""
 
 
 @dataclass(frozen=True, kw_only=True)

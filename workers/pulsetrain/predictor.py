@@ -5,8 +5,9 @@ exported model version (or the pinned one) and answered on `serving.outputTopic`
 The configuration is the worker configuration with a `serving` section; the predictor connects like the
 trainer (`source.pulsar`), decodes with `data` (labels optional) and applies `model.preprocess` as the
 trainer does, then calls the SavedModel's `serving_default` signature. In order, it validates the
-configuration (exit 2), starts `/metrics`, `/progress`, `/healthz`, `/readyz` (ready once a model is
-loaded), waits for a model version (state `waiting-for-model`), subscribes, and serves:
+configuration (exit 2), starts `/metrics`, `/progress`, `/healthz`, `/readyz` (ready while serving: a model
+loaded and the broker connected), waits for a model version (state `waiting-for-model`), subscribes, and
+serves (state `source-unavailable`, not ready, while the client has lost the broker):
 
 - micro-batches (`maxBatchSize`, or `maxLatencyMs` after the publish time of a batch's first input) → decode →
   predict → one asynchronous send per answer; each input is acknowledged once its answer's send is confirmed,
@@ -211,6 +212,21 @@ class Predictor:
                 backoff = min(backoff * 2, 60.0)
         return False
 
+    def _track_connection(self) -> None:
+        """`source-unavailable` (so not ready) while the client has lost the broker, `serving` once it is back:
+        the client reconnects by itself, and the inputs it had not acknowledged come to a replica again."""
+        assert self.consumer is not None and self.producer is not None
+        connected = self.consumer.is_connected() and self.producer.is_connected()
+        state = self.telemetry.state
+        if not connected and state == "serving":
+            message = (f"lost the connection to Pulsar at {self.config.source.pulsar.service_url}; the client is "
+                       "reconnecting")
+            log.warning(message)
+            self.telemetry.set_state("source-unavailable", message)
+        elif connected and state == "source-unavailable":
+            log.info("Pulsar is reachable again")
+            self.telemetry.set_state("serving")
+
     def _close(self) -> None:
         for closer in (self.dead_letters, self.producer, self.consumer, self.client):
             if closer is not None:
@@ -246,6 +262,7 @@ class Predictor:
             if model is not None:
                 self._install(model)
             messages = collect(self.consumer, self.serving.max_batch_size, self.serving.max_latency_ms)
+            self._track_connection()
             self._confirmations()
             if messages:
                 self._answer(messages)

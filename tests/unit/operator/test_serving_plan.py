@@ -1,15 +1,16 @@
 """`serving.plan_serving`: predictors exist exactly while spec.serving is there and a model version is, and
-`status.serving` sums what the ready predictors report."""
+`status.serving` sums what the running predictors report, and says why one is not ready."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pulsetrain.predict_progress import PredictorProgress
 from pulsetrain.progress_doc import DeadLettered
 from pulsetrain_operator.builders.predictor import predictor_deployment
 from pulsetrain_operator.names import COMPONENT_LABEL
-from pulsetrain_operator.serving import plan_serving, predictor_trouble
+from pulsetrain_operator.serving import TROUBLE_CHARS, plan_serving, predictor_trouble, progress_trouble
 from pulsetrain_operator.settings import Settings
 from tests.unit.operator import samples
 
@@ -97,3 +98,22 @@ def test_predictors_starting_normally_have_nothing_to_say() -> None:
     assert predictor_trouble([starting, pulling]) == "pod r: ImagePullBackOff"
     plan = plan_serving(samples.serving(), SETTINGS, 1, None, [], "")
     assert plan.status is not None and plan.status["message"] == "starting predictors (0/2 ready)"
+
+
+def test_a_running_predictor_without_its_broker_says_so_and_keeps_its_counts() -> None:
+    tp = samples.serving()
+    lost = dataclasses.replace(progress(1, 400, 0.0), replica="serve-predictor-b", state="source-unavailable",
+                               message="lost the connection to Pulsar at pulsar://pulsar:6650; the client is "
+                                       "reconnecting")
+    deployment = {**predictor_deployment(tp, SETTINGS), "status": {"readyReplicas": 1}}
+    plan = plan_serving(tp, SETTINGS, 1, deployment, [progress(1, 600, 30.0), lost])
+    assert plan.status is not None and plan.status["predictions"] == 1000
+    assert plan.status["message"] == ("serving model version 1 on 1/2 predictor(s); predictor serve-predictor-b: "
+                                      "lost the connection to Pulsar at pulsar://pulsar:6650; the client is "
+                                      "reconnecting")
+    assert progress_trouble([progress(1, 600, 30.0)]) == ""
+    failed = dataclasses.replace(lost, state="failed", message="x" * 1000)
+    assert progress_trouble([failed]) == "predictor serve-predictor-b: " + "x" * TROUBLE_CHARS
+    # what the pod says (a crash loop) comes first: it is why the others cannot be read at all
+    plan = plan_serving(tp, SETTINGS, 1, deployment, [lost], "pod serve-predictor-c: CrashLoopBackOff")
+    assert plan.status is not None and plan.status["message"].endswith("; pod serve-predictor-c: CrashLoopBackOff")
