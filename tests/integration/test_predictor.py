@@ -215,6 +215,43 @@ def test_a_version_that_does_not_take_the_pipelines_features_is_skipped(trained:
         assert s.predictor.terminate() == 0, s.predictor.log_tail()
 
 
+def write_failing_version(models: Path, version: int) -> None:
+    """A SavedModel that takes the pipeline's `pixels` and loads and warms up (on zeros), but raises on any real
+    digit (a pixel above 0): a broken export that only running it shows."""
+    import tensorflow as tf
+
+    def serve(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        check = tf.debugging.assert_less_equal(tf.reduce_max(pixels), 0.0, message="a broken export")
+        with tf.control_dependencies([check]):
+            return {"class": tf.zeros([tf.shape(pixels)[0]], tf.int64)}
+
+    module = tf.Module()
+    module.serve = tf.function(serve, input_signature=[tf.TensorSpec([None, 64], tf.float32, name="pixels")])
+    scratch = models / f".tmp-{version}"
+    tf.saved_model.save(module, str(scratch), signatures={"serving_default": module.serve})
+    scratch.rename(models / str(version))
+
+
+def test_a_version_that_fails_on_every_input_is_swapped_out_for_the_one_it_replaced(
+        trained: Trained, tmp_path: Path, client: pulsar.Client) -> None:
+    with started(trained, tmp_path, client) as (s, answers):
+        write_failing_version(s.models, 2)
+        wait_until(lambda: "swapped model version 2 in" in s.predictor.log_tail(), 60, "version 2 to be swapped in")
+        payloads, _ = held_out(trained.test, 200)
+        ids = send_inputs(client, s.input_topic, payloads)
+        grouped = answers.wait_for(ids, timeout=120)
+        assert set(grouped) == set(ids) and all(len(group) == 1 for group in grouped.values())
+        assert {a.version for group in grouped.values() for a in group} == {1}  # none dead-lettered
+        log = s.predictor.log_tail(20_000)
+        assert "model version 2 failed on every input of a batch that version 1 answers" in log
+        assert "a broken export" in log
+        progress = s.predictor.progress()
+        assert progress is not None and progress["deadLettered"]["total"] == 0, progress
+        write_version(s.models, 1, 3)  # a later good version is still taken
+        wait_until(lambda: "swapped model version 3 in" in s.predictor.log_tail(), 60, "version 3 to be swapped in")
+        assert s.predictor.terminate() == 0, s.predictor.log_tail()
+
+
 def test_a_partitioned_output_topic_answers_every_input_once(trained: Trained, tmp_path: Path,
                                                              client: pulsar.Client, pulsar_broker: PulsarURLs) -> None:
     """Answers keyed by their inputs spread over 3 partitions, each confirmed by its own producer: every input

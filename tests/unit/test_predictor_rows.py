@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pulsetrain.predict_io import encode_answers
-from pulsetrain.predictor import REASON_LIMIT, answer_rows, predict_reason
+from pulsetrain.predict_rows import REASON_LIMIT, answer_rows, predict_reason
 from pulsetrain.telemetry import reason_kind
 
 

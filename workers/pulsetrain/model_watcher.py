@@ -11,8 +11,9 @@ complete; one without `saved_model.pb` (a copy in progress by some other tool) i
 `modelVersion: latest` moves forward only (a newer number replaces the current one; a deleted newest
 version does not bring an older one back); a pinned number is loaded once it exists and kept. A version
 that fails to load, or whose serving signature does not take the pipeline's declared features
-(`signature_mismatch`: an export of another pipeline, or of an older schema), is logged and skipped until the
-predictor restarts, and the current version keeps answering. TensorFlow is imported only by `load_model`.
+(`signature_mismatch`: an export of another pipeline, or of an older schema), or that the predictor `refuse`s
+(it failed at run time), is logged and skipped until the predictor restarts, and the current version keeps
+answering. TensorFlow is imported only by `load_model`.
 """
 
 from __future__ import annotations
@@ -167,6 +168,10 @@ class ModelWatcher:
 
     def waiting_message(self) -> str:
         return waiting_message(self.export_dir, self.pinned, self.available)
+
+    def refuse(self, version: int) -> None:
+        """Never offer `version` again (the predictor found it failing at run time): like a failed load."""
+        self.failed.add(version)
 
     def poll(self) -> None:
         """One look at the folder: load the version `select_version` names, if any (run by the thread)."""

@@ -17,13 +17,14 @@ serves (state `source-unavailable`, not ready, while the client has lost the bro
 - undecodable inputs go to the dead-letter topic with the decoder's reason (`pulsetrain.reason`) and are
   acknowledged;
 - when a batch cannot be predicted (an exception from `model.preprocess`, the model call or the encoding of
-  the answers), its inputs are tried again one by one (`answer_rows`): those that fail alone too go to the
+  the answers), its inputs are tried again one by one (`predict_rows.answer_rows`): those that fail alone too go to the
   dead-letter topic with `predict: <exception type>: <message>` as their reason and are acknowledged, the
   others are answered. Without that, the unacknowledged inputs would come back and crash every replica
   again, forever. The price: a failure that is not the inputs' fault sends every input to the dead-letter
   topic while it lasts, from where they can be published again. A version whose signature does not take the
-  declared features never gets that far (the watcher refuses it at load); one that fits but fails at run
-  time does;
+  declared features never gets that far (the watcher refuses it at load); one that fits but fails on every
+  input of its first batches is swapped out again when the version it replaced answers them (`_fall_back`),
+  and skipped until a restart; one that fails only later, after it has answered, is not;
 - a newer version, loaded in the background, is swapped in between two batches: a batch is answered by
   exactly one version, and no input waits for a load.
 
@@ -47,8 +48,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,10 @@ from pulsetrain.predict_io import (
     padded_size,
 )
 from pulsetrain.predict_progress import NOT_READY
+from pulsetrain.predict_rows import RowsOutcome, answer_rows
 from pulsetrain.predict_telemetry import PredictorTelemetry
 from pulsetrain.pulsar_io import DeadLetters, Send, acknowledger, connect, sender
 from pulsetrain.stop_request import StopRequest
-from pulsetrain.telemetry import exception_reason
 from pulsetrain_operator.defaults import PREDICTOR_DRAIN_SECONDS
 
 log = logging.getLogger("pulsetrain.predictor")
@@ -87,56 +87,6 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 DRAIN_SECONDS = PREDICTOR_DRAIN_SECONDS
 """After a stop request, how long the predictor waits for its answers' confirmations (the operator gives its pods
 a longer `terminationGracePeriodSeconds`)."""
-REASON_LIMIT = 500
-"""Characters of an exception's text kept in a dead letter's reason (a TensorFlow error can run to pages)."""
-
-
-def predict_reason(exc: BaseException) -> str:
-    """The dead-letter reason of an input that could not be predicted: `predict: ValueError: ...`, on one line."""
-    return exception_reason("predict", exc, REASON_LIMIT)
-
-
-@dataclass(frozen=True)
-class RowsOutcome:
-    """What became of the rows of one decoded batch."""
-
-    answered: list[tuple[int, bytes]]
-    """(row, answer payload), in row order."""
-    rejected: list[tuple[int, str]]
-    """(row, reason): rows that failed on their own too, for the dead-letter topic."""
-    failure: str | None
-    """Why the batch as a whole failed (its rows were then tried one by one); None when it did not."""
-
-
-def _answers(answer: Callable[[list[int]], Sequence[bytes]], rows: list[int]) -> Sequence[bytes]:
-    payloads = answer(rows)
-    if len(payloads) != len(rows):
-        raise ValueError(f"{len(payloads)} answers for {len(rows)} inputs")
-    return payloads
-
-
-def answer_rows(count: int, answer: Callable[[list[int]], Sequence[bytes]]) -> RowsOutcome:
-    """Answer rows `0..count-1` of a batch with one call `answer(rows)` (one payload per row given); when that
-    raises, call it once per row, so that only the rows that fail on their own are rejected."""
-    rows = list(range(count))
-    try:
-        return RowsOutcome(list(zip(rows, _answers(answer, rows), strict=True)), [], None)
-    except Exception as exc:  # preprocess, model and encoding are the pipeline's code and data: anything goes
-        failure = predict_reason(exc)
-    if count == 1:
-        return RowsOutcome([], [(0, failure)], failure)
-    answered: list[tuple[int, bytes]] = []
-    rejected: list[tuple[int, str]] = []
-    for row in rows:
-        try:
-            (payload,) = _answers(answer, [row])
-        except Exception as exc:
-            rejected.append((row, predict_reason(exc)))
-        else:
-            answered.append((row, payload))
-    return RowsOutcome(answered, rejected, failure)
-
-
 class Predictor:
     """The serving loop of one replica; `run` returns a summary once `stop` is set."""
 
@@ -153,6 +103,8 @@ class Predictor:
         self.inflight = Inflight()
         self.max_inflight = max_inflight(serving)
         self.model: LoadedModel | None = None
+        self.replaced: LoadedModel | None = None
+        """The version `model` replaced, while `model` has not answered a batch yet."""
         self.client: pulsar.Client | None = None
         self.consumer: pulsar.Consumer | None = None
         self.producer: pulsar.Producer | None = None
@@ -162,6 +114,7 @@ class Predictor:
     # -- model ------------------------------------------------------------------------------------
     def _install(self, model: LoadedModel) -> None:
         previous = self.model.version if self.model else None
+        self.replaced = self.model  # kept until the new version has answered a batch (see `_fall_back`)
         self.model = model
         self.telemetry.model_loaded(model.version, str(model.path))
         if previous is None:
@@ -290,6 +243,10 @@ class Predictor:
         decoded = [messages[i] for i in batch.valid_index.tolist()]
         ids = [str(m.message_id()) for m in decoded]
         outcome = answer_rows(len(decoded), functools.partial(self._predict, model, batch.features, ids))
+        if self.replaced is not None and outcome.answered:
+            self.replaced = None  # the new version answers: the one it replaced is not needed any more
+        elif self.replaced is not None and outcome.failure is not None:
+            outcome, model = self._fall_back(outcome, batch.features, ids)
         if outcome.failure is not None:
             log.warning("a batch of %d inputs could not be predicted (%s); one by one, %d were answered and %d "
                         "dead-lettered", len(decoded), outcome.failure, len(outcome.answered), len(outcome.rejected))
@@ -306,6 +263,24 @@ class Predictor:
         self.inflight.send(self.send_answer, [
             (payload, answer_properties(ids[row], model.version, key), key or None)
             for (row, payload), key in zip(outcome.answered, keys, strict=True)], answered)
+
+    def _fall_back(self, failed: RowsOutcome, features: Mapping[str, npt.NDArray[Any]],
+                   ids: list[str]) -> tuple[RowsOutcome, LoadedModel]:
+        """A version just swapped in failed on every input of a batch: when the version it replaced answers
+        them, that one serves again and the new one is skipped until a restart (a broken export must not send
+        the stream to the dead-letter topic); otherwise the inputs are at fault and are dead-lettered."""
+        assert self.model is not None and self.replaced is not None
+        new, old = self.model, self.replaced
+        outcome = answer_rows(len(ids), functools.partial(self._predict, old, features, ids))
+        if not outcome.answered:
+            return failed, new
+        log.error("model version %d failed on every input of a batch that version %d answers (%s): serving version "
+                  "%d again, skipping version %d until a restart", new.version, old.version, failed.failure,
+                  old.version, new.version)
+        self.watcher.refuse(new.version)
+        self._install(old)
+        self.replaced = None
+        return outcome, old
 
     def _predict(self, model: LoadedModel, features: Mapping[str, npt.NDArray[Any]], ids: list[str],
                  rows: list[int]) -> list[bytes]:
