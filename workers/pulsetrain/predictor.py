@@ -17,14 +17,14 @@ serves (state `source-unavailable`, not ready, while the client has lost the bro
 - undecodable inputs go to the dead-letter topic with the decoder's reason (`pulsetrain.reason`) and are
   acknowledged;
 - when a batch cannot be predicted (an exception from `model.preprocess`, the model call or the encoding of
-  the answers), its inputs are tried again one by one (`predict_rows.answer_rows`): those that fail alone too go to the
-  dead-letter topic with `predict: <exception type>: <message>` as their reason and are acknowledged, the
-  others are answered. Without that, the unacknowledged inputs would come back and crash every replica
-  again, forever. The price: a failure that is not the inputs' fault sends every input to the dead-letter
-  topic while it lasts, from where they can be published again. A version whose signature does not take the
-  declared features never gets that far (the watcher refuses it at load); one that fits but fails on every
-  input of its first batches is swapped out again when the version it replaced answers them (`_fall_back`),
-  and skipped until a restart; one that fails only later, after it has answered, is not;
+  the answers), its inputs are tried again one by one (`predict_rows.answer_rows`): those that fail alone
+  too go to the dead-letter topic with `predict: <exception type>: <message>` as their reason and are
+  acknowledged, the others are answered. Without that, the unacknowledged inputs would come back and crash
+  every replica again, forever. The price: a failure that is not the inputs' fault sends every input to the
+  dead-letter topic while it lasts, from where they can be published again. A version whose signature does
+  not take the declared features never gets that far (the watcher refuses it at load); one that fits but
+  fails on every input of its first batches is swapped out again when the version it replaced answers them
+  (`_fall_back`), and skipped until a restart; one that fails only later, after it has answered, is not;
 - a newer version, loaded in the background, is swapped in between two batches: a batch is answered by
   exactly one version, and no input waits for a load.
 
