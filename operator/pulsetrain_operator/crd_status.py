@@ -76,14 +76,16 @@ def _progress() -> Schema:
 
 def _serving() -> Schema:
     return _object("The predictors (`spec.serving`): their Deployment's pods, and what they answered, summed over "
-                   "the ready ones' `/progress` documents.", {
+                   "the running ones' `/progress` documents.", {
         "replicas": _count("Predictor pods wanted (`spec.serving.replicas`); 0 until a first model version exists."),
         "readyReplicas": _count("Predictor pods that are ready."),
         "modelVersion": _count("The model version the predictors serve (the lowest, while a new one rolls in)."),
-        "predictions": _count("Inputs answered by the ready predictors since they started."),
-        "predictionsPerSecond": _number("Recent answers per second, over the ready predictors.", ge=0),
-        "deadLettered": _count("Inputs sent to the serving dead-letter topic by the ready predictors."),
-        "message": _string("What the predictors are doing, for a person (waiting for a model, serving...)."),
+        "predictions": _count("Inputs answered by the running predictors since they (last) started."),
+        "predictionsPerSecond": _number("Recent answers per second, over the running predictors.", ge=0),
+        "deadLettered": _count("Inputs sent to the serving dead-letter topic by the running predictors since they (last) "
+                               "started."),
+        "message": _string("What the predictors are doing, for a person (waiting for a model, serving...), and "
+                           "why one is not ready."),
     })
 
 
