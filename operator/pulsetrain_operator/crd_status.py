@@ -82,8 +82,8 @@ def _serving() -> Schema:
         "modelVersion": _count("The model version the predictors serve (the lowest, while a new one rolls in)."),
         "predictions": _count("Inputs answered by the running predictors since they (last) started."),
         "predictionsPerSecond": _number("Recent answers per second, over the running predictors.", ge=0),
-        "deadLettered": _count("Inputs sent to the serving dead-letter topic by the running predictors since they (last) "
-                               "started."),
+        "deadLettered": _count("Inputs sent to the serving dead-letter topic by the running predictors since "
+                               "they (last) started."),
         "message": _string("What the predictors are doing, for a person (waiting for a model, serving...), and "
                            "why one is not ready."),
     })
