@@ -10,9 +10,8 @@
 4. Dead-lettering a malformed message: time on the training thread, against the synchronous send used
    before (`bench.dead_letter_bench`).
 5. Uneven supply: a Key_Shared subscription of a topic with 95% of its messages under one key (nearly all
-   of them go to one of the 2 workers), against the
-   trainer as it was before a worker short of rows stopped waiting out the batch timeout while its peers
-   had rows (`bench.bench_worker --mode waiting`).
+   of them go to one of the 2 workers), against the trainer as it was before a worker short of rows
+   stopped waiting out the batch timeout while its peers had rows (`bench.bench_worker --mode waiting`).
 6. The worker's own CPU per received message outside TensorFlow (receive, payload, ID, digest,
    acknowledgement), against how it did that before (`bench.receive_bench`).
 
