@@ -78,7 +78,7 @@ from pulsetrain.predict_io import (
 from pulsetrain.predict_progress import NOT_READY
 from pulsetrain.predict_rows import RowsOutcome, answer_rows
 from pulsetrain.predict_telemetry import PredictorTelemetry
-from pulsetrain.pulsar_io import DeadLetters, Send, acknowledger, connect, sender
+from pulsetrain.pulsar_io import DeadLetters, Send, acknowledger, connect, lost_connection, sender
 from pulsetrain.stop_request import StopRequest
 from pulsetrain_operator.defaults import PREDICTOR_DRAIN_SECONDS
 
@@ -172,8 +172,7 @@ class Predictor:
         connected = self.consumer.is_connected() and self.producer.is_connected()
         state = self.telemetry.state
         if not connected and state == "serving":
-            message = (f"lost the connection to Pulsar at {self.config.source.pulsar.service_url}; the client is "
-                       "reconnecting")
+            message = lost_connection(self.config.source.pulsar.service_url)
             log.warning(message)
             self.telemetry.set_state("source-unavailable", message)
         elif connected and state == "source-unavailable":

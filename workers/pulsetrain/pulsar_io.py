@@ -39,6 +39,11 @@ ORIGINAL_ID_PROPERTY = "pulsetrain.originalMessageId"
 ORIGINAL_TOPIC_PROPERTY = "pulsetrain.originalTopic"
 
 
+def lost_connection(service_url: str) -> str:
+    """What the trainer and the predictor report while their client has lost the broker and reconnects."""
+    return f"lost the connection to Pulsar at {service_url}; the client is reconnecting"
+
+
 def connect(config: PulsarConfig, environ: Mapping[str, str] | None = None) -> pulsar.Client:
     """A client for `config.service_url`, with token or TLS authentication when configured."""
     auth: pulsar.Authentication | None = None

@@ -43,7 +43,7 @@ from pulsetrain.digest import digests
 from pulsetrain.hooks import load_hook
 from pulsetrain.ledger import Ledger
 from pulsetrain.preprocessing import preprocess_batch
-from pulsetrain.pulsar_io import DeadLetters, acknowledger, connect, receive_batch, subscribe
+from pulsetrain.pulsar_io import DeadLetters, acknowledger, connect, lost_connection, receive_batch, subscribe
 
 log = logging.getLogger(__name__)
 PREFETCH_BATCHES = 4  # decoded batches the receive thread may hold ahead of the training loop
@@ -214,8 +214,7 @@ class Source:
             self._lost.set()  # back after a rewind while disconnected: roll back once more (see the module)
         if connected and self.consumer is not None and not self._check_connection(self.consumer):
             if not self.unavailable:
-                self.unavailable = (f"lost the connection to Pulsar at {self.config.source.pulsar.service_url}; "
-                                    "the client is reconnecting")
+                self.unavailable = lost_connection(self.config.source.pulsar.service_url)
                 log.warning(self.unavailable)
         elif connected and self.unavailable:
             log.info("Pulsar is reachable again")
