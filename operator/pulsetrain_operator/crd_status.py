@@ -21,8 +21,8 @@ from pulsetrain_operator.crd_schema import (
     _object,
     _string,
 )
+from pulsetrain_operator.status import CONDITION_TYPES, PHASES
 
-PHASES: Final = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
 """Every value of `status.phase`."""
 CONDITION_STATUSES: Final = ("True", "False", "Unknown")
 CONDITION_REASON_PATTERN: Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
@@ -38,7 +38,8 @@ def _count(description: str) -> Schema:
 
 def _conditions() -> Schema:
     condition = _object("One aspect of the pipeline's state, as in every Kubernetes object.", {
-        "type": _string("The condition's type, in CamelCase (for example `Ready`).", minLength=1, maxLength=316),
+        "type": _string("The condition's type: " + ", ".join(f"`{t}`" for t in CONDITION_TYPES) + ".",
+                        minLength=1, maxLength=316),
         "status": _choice("Whether the condition holds.", CONDITION_STATUSES),
         "reason": _string("Why, in one CamelCase word.", pattern=CONDITION_REASON_PATTERN, maxLength=1024),
         "message": _string("Why, for a person."),
@@ -102,10 +103,12 @@ def status_schema() -> Schema:
                            "`spec.runPolicy.backoffLimit`."),
         "progress": _progress(),
         "model": _object("The newest exported model.", {
-            "exportPath": _string("Where the newest SavedModel version is, as the workers see it."),
+            "exportPath": _string("The export directory, as the workers see it: version N is the SavedModel in "
+                                  "`{exportPath}/{N}`."),
             "version": _count("The newest exported version (the SavedModel directory's name)."),
         }),
-        "startTime": _time("When the operator first started the pipeline's workers."),
+        "startTime": _time("When the operator first started the pipeline's workers, or when it last resumed "
+                           "from `runPolicy.suspend`: `runPolicy.activeDeadlineSeconds` counts from it, as for a Job."),
         "completionTime": _time("When the pipeline Succeeded or Failed."),
         "reason": _string("Why the pipeline is in its phase, in one CamelCase word."),
         "message": _string("Why the pipeline is in its phase, for a person."),

@@ -50,7 +50,8 @@ def worker_schema() -> Schema:
         "image": _string("The worker image. Default: the operator's `PULSETRAIN_WORKER_IMAGE`.", minLength=1),
         "imagePullPolicy": _choice(f"When the image is pulled. Default `{defaults.IMAGE_PULL_POLICY}`.",
                                    defaults.IMAGE_PULL_POLICIES, defaults.IMAGE_PULL_POLICY),
-        "command": _array("The worker container's command; the operator appends `--config <file>`.",
+        "command": _array("The worker container's command; the operator appends `--config <file> --termination-log "
+                         "/dev/termination-log`, so a custom command must accept both.",
                           _string("One argument."), min_items=1, default=defaults.WORKER_COMMAND),
         "resources": _resources(),
         "nodeSelector": _map("Node labels every worker pod's node must have.",
@@ -77,8 +78,9 @@ def run_policy_schema() -> Schema:
     return _object("When the pipeline gives up, cleans up and pauses.", {
         "backoffLimit": _int(f"Gang restarts allowed after failures before the pipeline is Failed. "
                              f"Default {defaults.BACKOFF_LIMIT}.", ge=0, default=defaults.BACKOFF_LIMIT),
-        "activeDeadlineSeconds": _int("The pipeline is Failed once it has run this long. Default: no deadline.",
-                                      ge=1),
+        "activeDeadlineSeconds": _int("The pipeline is Failed once it has run this long since `status.startTime` "
+                                      "(as for a Job, the clock stops while suspended and starts again on resume). "
+                                      "Default: no deadline.", ge=1),
         "ttlSecondsAfterFinished": _int("The pipeline is deleted this long after it Succeeded or Failed. "
                                         "Default: kept.", ge=0),
         "cleanPodPolicy": _choice(f"Which worker pods are deleted once the pipeline finished: `None` (keep all "
@@ -87,7 +89,7 @@ def run_policy_schema() -> Schema:
                                   defaults.CLEAN_POD_POLICIES, defaults.CLEAN_POD_POLICY),
         "suspend": _bool("True stops the gang gracefully (a last checkpoint is kept) and keeps it stopped; "
                          "false resumes it. Default false."),
-        "pendingTimeoutSeconds": _int(f"A worker pod Pending this long fails the attempt. "
+        "pendingTimeoutSeconds": _int(f"A worker pod Pending this long fails the pipeline (no retry). "
                                       f"Default {defaults.PENDING_TIMEOUT_SECONDS}.",
                                       ge=1, default=defaults.PENDING_TIMEOUT_SECONDS),
         "terminationGracePeriodSeconds": _int(f"How long a stopping worker may take to checkpoint and exit. "

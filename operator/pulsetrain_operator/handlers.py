@@ -162,6 +162,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # the operator posts its own, meaningful Events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # The pod handler's label filter runs here, after the watch has brought every pod of the cluster (or of
+    # the watched namespaces); this one runs in the API server, so only the pipelines' pods are sent.
+    settings.watching.label_selectors["", "v1", "pods"] = PIPELINE_LABEL
     if RUNTIME.settings.metrics_port:
         RUNTIME.metrics_runner = await serve_metrics(RUNTIME.metrics, RUNTIME.settings.metrics_port)
     log.info("pulsetrain operator started (worker image %s, %s)", RUNTIME.settings.worker_image,

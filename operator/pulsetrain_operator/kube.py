@@ -10,6 +10,7 @@ sends (`CountingApiClient`), so the operator's API load per pipeline can be meas
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -60,11 +61,34 @@ def api_client(on_request: Callable[[str], None] | None = None) -> ApiClient:
     return ApiClient(configuration) if on_request is None else CountingApiClient(configuration, on_request)
 
 
-def _tolerate(exc: ApiException, *statuses: int) -> None:
+def refusal(exc: ApiException) -> str | None:
+    """The API server's own words when it refused a write for a reason that trying again at once will not
+    change (a ResourceQuota used up, Pod Security or a webhook denying it, RBAC, an invalid object); None for a
+    conflict, throttling or a server-side failure, which the next try may not meet."""
+    status = int(exc.status or 0)
+    if not 400 <= status < 500 or status in (409, 429):
+        return None
+    try:
+        said = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        said = None
+    return f"{status} {exc.reason}: {said}" if said else f"{status} {exc.reason}"
+
+
+class Refused(Exception):
+    """A child write the API server refused for a reason that trying again at once will not change (see
+    `refusal`); the message names the write and quotes the API server."""
+
+
+def _tolerate(exc: ApiException, *statuses: int, doing: str = "") -> None:
     """Swallow the statuses that mean "already done", and creations refused by a namespace being deleted
-    (its pipeline goes with it, so there is nothing left to create)."""
+    (its pipeline goes with it, so there is nothing left to create). A write (`doing` says which) refused for
+    good is raised as `Refused`; anything else as it came."""
     if exc.status in statuses or (exc.status == 403 and "NamespaceTerminating" in str(exc.body or "")):
         return
+    said = refusal(exc) if doing else None
+    if said is not None:
+        raise Refused(f"{doing} was refused: {said}") from exc
     raise exc
 
 
@@ -114,19 +138,19 @@ class Kube:
         try:
             self.core.create_namespaced_pod(namespace, dict(body))
         except ApiException as exc:
-            _tolerate(exc, 409)
+            _tolerate(exc, 409, doing=f"creating pod {body['metadata']['name']}")
 
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None) -> None:
         try:
             self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
         except ApiException as exc:
-            _tolerate(exc, 404)
+            _tolerate(exc, 404, doing=f"deleting pod {name}")
 
     def ensure_service(self, namespace: str, body: Mapping[str, Any]) -> None:
         try:
             self.core.create_namespaced_service(namespace, dict(body))
         except ApiException as exc:
-            _tolerate(exc, 409)
+            _tolerate(exc, 409, doing=f"creating Service {body['metadata']['name']}")
 
     def ensure_config_map(self, namespace: str, body: Mapping[str, Any]) -> None:
         """Create the ConfigMap, or replace its data when it differs (a new attempt after a spec change)."""
@@ -135,7 +159,7 @@ class Kube:
             self.core.create_namespaced_config_map(namespace, dict(body))
             return
         except ApiException as exc:
-            _tolerate(exc, 409)
+            _tolerate(exc, 409, doing=f"creating ConfigMap {name}")
         current = self.core.read_namespaced_config_map(name, namespace)
         if dict(current.data or {}) != dict(body.get("data") or {}):
             self.core.patch_namespaced_config_map(name, namespace, {"data": body["data"]})
@@ -159,10 +183,13 @@ class Kube:
             self.apps.create_namespaced_deployment(namespace, dict(body))
             return
         except ApiException as exc:
-            _tolerate(exc, 409)
+            _tolerate(exc, 409, doing=f"creating Deployment {name}")
         current = self.apps.read_namespaced_deployment(name, namespace)
         desired = {**body, "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version}}
-        self.apps.replace_namespaced_deployment(name, namespace, desired)
+        try:
+            self.apps.replace_namespaced_deployment(name, namespace, desired)
+        except ApiException as exc:
+            _tolerate(exc, doing=f"updating Deployment {name}")
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         try:

@@ -15,7 +15,8 @@ The rules, in order:
 1. A finished pipeline (Succeeded/Failed) only gets cleaned up (`cleanPodPolicy`, then
    `ttlSecondsAfterFinished`).
 2. Pods of older attempts are deleted; no new attempt starts until they are gone (a gang must never
-   overlap its predecessor: both would train from the same checkpoint).
+   overlap its predecessor: both would train from the same checkpoint). The same holds for the pods of a
+   deleted pipeline of the same name that are still stopping: an attempt that finds them starts over.
 3. Past `activeDeadlineSeconds` → Failed. `suspend` → stop the gang gracefully, phase Suspended.
 4. While an attempt is being stopped, wait until its pods are gone and the back-off has passed, then
    start the next attempt from the last checkpoint.
@@ -44,6 +45,9 @@ from pulsetrain_operator.status import (
 )
 
 FAILURE_GRACE_SECONDS = 5
+STALE_PENDING = ("WorkersNotStarting", "FailedCreate")
+"""Pending reasons that stop being true on their own (the pod starts, the create goes through), so a later
+reconcile that finds the workers starting normally replaces them."""
 """Grace for the survivors of a failed gang: they cannot checkpoint without the lost peer anyway."""
 
 
@@ -61,6 +65,8 @@ class Observation:
     now: float
     progress: ProgressDocument | None = None
     """The chief's live progress document, when it could be read."""
+    uid: str = ""
+    """The pipeline's UID: pods another UID controls belong to a deleted predecessor of the same name."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,12 @@ class _Decision:
         status["model"] = model_status(obs.export_dir, obs.progress, status.get("model"))
         self.plan = Plan(status=status)
         self.attempt = int(status["attempt"])
-        self.current = [p for p in obs.pods if p.attempt == self.attempt]
-        self.stale = [p for p in obs.pods if p.attempt != self.attempt]
+        # A deleted predecessor's pods (being stopped by the garbage collector) are none of this pipeline's
+        # business, but hold the names its pods need: they are left alone, and creating waits until they are gone.
+        self.foreign = [p for p in obs.pods if obs.uid and p.owner_uid and p.owner_uid != obs.uid]
+        own = [p for p in obs.pods if p not in self.foreign]
+        self.current = [p for p in own if p.attempt == self.attempt]
+        self.stale = [p for p in own if p.attempt != self.attempt]
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -150,6 +160,7 @@ class _Decision:
         if (latest := self.obs.progress or chief_outcome) is not None:
             self.status["progress"] = progress_status(latest)
         if self.status.get("phase") in FINISHED_PHASES:
+            self.spec_change_ignored()
             self.cleanup()
             return self.plan
         self.stop([p for p in self.stale if not p.deleting])
@@ -161,6 +172,16 @@ class _Decision:
             self.watch_attempt()
         self.counts()
         return self.plan
+
+    def spec_change_ignored(self) -> None:
+        """A finished pipeline starts nothing again: say so, once per edit, rather than let `observedGeneration`
+        alone suggest the edit took effect."""
+        seen = self.obs.status.get("observedGeneration")
+        if seen is not None and int(seen) != self.obs.generation:
+            self.plan.events.append(Event(
+                "Warning", "SpecChangeIgnored",
+                f"the pipeline has finished ({self.status['phase']}); a changed spec starts nothing: delete and "
+                "re-create it to train again (it resumes from its last checkpoint)"))
 
     def cleanup(self) -> None:
         policy = self.run_policy.get("cleanPodPolicy", defaults.CLEAN_POD_POLICY)
@@ -178,9 +199,12 @@ class _Decision:
                 self.requeue(remaining)
 
     def deadline_passed(self) -> bool:
+        """Past `activeDeadlineSeconds` since `startTime` → Failed. As for a Job, the clock does not run while
+        the pipeline is suspended, and starts again when it resumes (see `suspended`)."""
         deadline = self.run_policy.get("activeDeadlineSeconds")
         started = self.status.get("startTime")
-        if deadline is None or not started:
+        if (deadline is None or not started or self.run_policy.get("suspend", False)
+                or self.status.get("phase") == "Suspended"):  # suspended, or resuming now: no clock running
             return False
         remaining = parse_rfc3339(started) + int(deadline) - self.obs.now
         if remaining > 0:
@@ -196,6 +220,7 @@ class _Decision:
             if self.status.get("phase") == "Suspended":
                 self.condition("Suspended", False, "Resumed", "runPolicy.suspend is false")
                 self.status["stopReason"] = "Resumed"
+                self.status.pop("startTime", None)  # the next attempt sets it: the deadline counts from the resume
             return False
         alive = [p for p in self.obs.pods if p.alive]
         self.stop(alive)
@@ -251,6 +276,12 @@ class _Decision:
         self.condition("Running", False, stop_reason, message)
 
     def watch_attempt(self) -> None:
+        if self.foreign:  # an attempt created while a predecessor's gang was still stopping: start it over after
+            names = ", ".join(sorted(p.name for p in self.foreign))
+            self.restart("PredecessorStopping", f"pod(s) {names} of a deleted pipeline of the same name are still "
+                         "stopping (they write to the same checkpoints); starting again once they are gone",
+                         failure=False)
+            return
         present = {p.index for p in self.current}
         missing = [i for i in range(self.desired) if i not in present]
         started = any(p.phase != "Pending" for p in self.current)
@@ -327,14 +358,36 @@ class _Decision:
         return True
 
     def running_or_pending(self) -> None:
+        """Running once every worker runs; until then Pending, saying why when a pod is not starting (the
+        scheduler cannot place it, its image cannot be pulled...) rather than only at `pendingTimeoutSeconds`."""
         running = sum(p.phase == "Running" for p in self.current)
+        stuck = next((p for p in sorted(self.current, key=lambda p: p.index) if p.not_starting), None)
         if running == self.desired:
             message = f"{running} worker(s) running (attempt {self.attempt})"
             self.condition("Running", True, "WorkersRunning", message)
             self.condition("Restarting", False, "WorkersRunning", "")
             self.phase("Running", "WorkersRunning", message)
-        elif self.status.get("phase") not in ("Pending", "Running"):
+        elif stuck is not None:
+            self.phase("Pending", "WorkersNotStarting", f"{running}/{self.desired} worker(s) running; pod "
+                       f"{stuck.name} is not starting: {stuck.reason}", warning=True)
+        elif self.status.get("phase") not in ("Pending", "Running") or self.status.get("reason") in STALE_PENDING:
             self.phase("Pending", "WorkersStarting", f"{running}/{self.desired} worker(s) running")
+
+
+REFUSED_RETRY_SECONDS = 30.0
+"""How soon a child write the API server refused is tried again (a quota may free up, a policy be fixed)."""
+
+
+def refused(status: Mapping[str, Any], why: str) -> Plan:
+    """The plan when the API server refused one of `decide`'s child writes (`why`, from `kube.Refused`): nothing
+    else changes, since the refused write is planned again by the next reconcile, but the phase (Pending for a
+    pipeline not started yet) says why, with a Warning event for each new cause, and the next try is soon."""
+    new = dict(status)
+    new.setdefault("phase", "Pending")
+    repeated = new.get("reason") == "FailedCreate" and new.get("message") == why
+    new.update(reason="FailedCreate", message=why)
+    return Plan(status=new, events=[] if repeated else [Event("Warning", "FailedCreate", why)],
+                requeue_after=REFUSED_RETRY_SECONDS)
 
 
 def decide(obs: Observation) -> Plan:

@@ -4,7 +4,7 @@ Why this exists: `lifecycle` must stay a pure function of plain values, testable
 the Pod dicts read from the API are turned into `WorkerPod`s here, once: attempt and index from the
 labels, phase and readiness, whether it is being deleted, and for an ended container its exit code and
 termination message (the worker writes its final progress document there, so the operator learns how
-training ended without the pod still being around to ask).
+training ended without the pod still being around to ask), and for a pod that does not start, why.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pulsetrain.progress_doc import ProgressDocument, parse_rfc3339
 from pulsetrain_operator.names import ATTEMPT_LABEL, SPEC_HASH_ANNOTATION, WORKER_INDEX_LABEL
 
 WORKER_CONTAINER = "worker"
+STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
+"""Why a container waits while it is simply starting: nothing to report."""
 
 
 def last_words(message: str) -> str:
@@ -24,6 +26,16 @@ def last_words(message: str) -> str:
     characters: it says most of why the container ended. Empty for an empty message."""
     lines = message.strip().splitlines()
     return lines[-1][-300:] if lines else ""
+
+
+def unscheduled(pod: Mapping[str, Any]) -> str:
+    """The scheduler's words when it could not place the pod (`PodScheduled` False: no node with the CPU, memory
+    or GPUs asked for, a node selector or taint nobody matches, an unbound claim); empty otherwise."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = str(condition.get("reason") or "Unschedulable")
+            return f"{reason}: {condition['message']}" if condition.get("message") else reason
+    return ""
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -50,11 +62,20 @@ class WorkerPod:
     """The final progress document from the termination message, when the worker wrote one."""
     reason: str = ""
     """Why the pod is not running: a waiting or terminated reason, or the termination message text."""
+    owner_uid: str = ""
+    """The UID of the pipeline that controls the pod: a pipeline deleted and applied again at once has a new UID,
+    while its predecessor's pods, of the same names, may still be stopping."""
 
     @property
     def alive(self) -> bool:
         """Still holds (or may still start) a worker process."""
         return self.phase in ("Pending", "Running", "Unknown")
+
+    @property
+    def not_starting(self) -> bool:
+        """Pending for a reason other than the usual start-up: unschedulable, an image that cannot be pulled, a
+        ConfigMap or Secret key missing... (`reason` says which)."""
+        return self.phase == "Pending" and bool(self.reason) and self.reason.split(":")[0] not in STARTING_REASONS
 
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> WorkerPod | None:
@@ -82,6 +103,7 @@ class WorkerPod:
             reason = f"{reason}: {last}" if reason else last
         elif outcome is not None and outcome.message:
             reason = outcome.message
+        reason = reason or unscheduled(pod)
         ready = pod_ready(pod)
         created = meta.get("creationTimestamp")
         return cls(
@@ -90,6 +112,8 @@ class WorkerPod:
             spec_hash=str((meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION, "")),
             created_at=parse_rfc3339(created) if created else 0.0, ip=status.get("podIP"),
             exit_code=int(exit_code) if exit_code is not None else None, outcome=outcome, reason=str(reason),
+            owner_uid=next((str(ref.get("uid") or "") for ref in meta.get("ownerReferences") or []
+                            if ref.get("controller")), ""),
         )
 
 

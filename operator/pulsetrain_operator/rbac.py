@@ -19,6 +19,9 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines"],
      "verbs": ["get", "list", "watch", "patch", "delete"]},
     {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines/status"], "verbs": ["get", "patch", "update"]},
+    # every child's ownerReference sets blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
+    # admission plugin (on by default in OpenShift) allows only to who may update the owner's finalizers
+    {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines/finalizers"], "verbs": ["update"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},

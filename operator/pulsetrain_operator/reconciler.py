@@ -7,7 +7,9 @@ and the events last (an event must never describe a status that failed to be wri
 
 A reconcile comes in two halves so that the caller can run them on different thread pools: `act`
 (reads, decision, child writes: what users wait for when they apply a pipeline) and `record` (the
-status patch, the events, a TTL deletion). When many pipelines arrive at once, pods are then not
+status patch, the events, a TTL deletion). A child write the API server refuses for good (a quota, an
+admission policy: `kube.Refused`) does not fail the reconcile: its words go into the status and a Warning
+event (`lifecycle.refused`), and the write is planned again soon. When many pipelines arrive at once, pods are then not
 queued behind other pipelines' status writes. The caller runs the halves of one pipeline in order,
 so there is still one writer per pipeline. The pipeline itself need not be read back each time: the
 caller may pass the newest copy it knows (from the watch, or the status patch's answer; see
@@ -28,8 +30,8 @@ from pulsetrain_operator.builders.config import metrics_port, storage_paths
 from pulsetrain_operator.builders.configmap import worker_config_map
 from pulsetrain_operator.builders.pod import spec_hash, worker_pod
 from pulsetrain_operator.builders.service import worker_service
-from pulsetrain_operator.kube import Kube
-from pulsetrain_operator.lifecycle import Observation, Plan, decide
+from pulsetrain_operator.kube import Kube, Refused
+from pulsetrain_operator.lifecycle import REFUSED_RETRY_SECONDS, Event, Observation, Plan, decide, refused
 from pulsetrain_operator.names import COMPONENT_LABEL, predictor_config_map_name, predictor_name
 from pulsetrain_operator.observed import WorkerPod
 from pulsetrain_operator.progress import read_predictor_progress, read_progress
@@ -97,9 +99,19 @@ def _chief_progress(pods: list[WorkerPod], spec: Mapping[str, Any], settings: Se
     return read_progress(chief.ip, port, settings.progress_timeout_seconds)
 
 
-def _status_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch turning `old` into `new` at the top level (removed keys become None)."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) turning `old` into `new`: changed keys, removed keys as None, at every depth
+    of nested objects (a merge patch merges an object it is given into the one there, so a key dropped from,
+    say, `serving` or `progress.metrics` would otherwise stay for ever); lists are replaced whole."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if before == value:
+            continue
+        if isinstance(before, Mapping) and isinstance(value, Mapping):
+            patch[key] = status_patch(before, value)
+        else:
+            patch[key] = value
     patch.update({k: None for k in old if k not in new})
     return patch
 
@@ -123,20 +135,31 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
     obs = Observation(name=name, namespace=namespace, generation=int(tp["metadata"].get("generation", 0)),
                       spec=spec, status=status, pods=pods, desired_hash=spec_hash(tp, settings),
                       export_dir=storage_paths(tp)["exportDir"], now=time.time() if now is None else now,
-                      progress=progress)
+                      progress=progress, uid=str(tp["metadata"].get("uid") or ""))
     plan = decide(obs)
-    writes = write_children(kube, settings, tp, plan)
+    try:
+        writes = write_children(kube, settings, tp, plan)
+    except Refused as exc:  # e.g. a ResourceQuota used up: say so on the pipeline, not only in the operator's log
+        plan = refused(status, str(exc))
+        return Acted(pipeline=tp, plan=plan, status=plan.status, seconds=time.monotonic() - started)
     status = dict(plan.status)
     serving = None
     predictors_left = any(((p.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) == "predictor"
                           for p in listed)
     if spec.get("serving") or status.get("serving") or predictors_left:
         serving = _serving(kube, settings, tp, listed, (status.get("model") or {}).get("version"))
-        writes += write_serving(kube, tp, serving)
-        if serving.status is None:
+        serving_status = serving.status
+        try:
+            writes += write_serving(kube, tp, serving)
+        except Refused as exc:
+            serving_status = {**(serving_status or {}), "message": str(exc)}
+            if ((tp.get("status") or {}).get("serving") or {}).get("message") != str(exc):
+                plan.events.append(Event("Warning", "FailedCreate", str(exc)))
+            plan.requeue_after = min(plan.requeue_after or REFUSED_RETRY_SECONDS, REFUSED_RETRY_SECONDS)
+        if serving_status is None:
             status.pop("serving", None)
         else:
-            status["serving"] = serving.status
+            status["serving"] = serving_status
     return Acted(pipeline=tp, plan=plan, status=status, serving=serving is not None and serving.active,
                  writes=writes, seconds=time.monotonic() - started)
 
@@ -190,7 +213,7 @@ def record(kube: Kube, acted: Acted) -> Outcome:
     meta = tp["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     writes, latest = acted.writes, tp
-    patch = _status_changed(tp.get("status") or {}, acted.status)
+    patch = status_patch(tp.get("status") or {}, acted.status)
     if patch:
         patched = kube.patch_status(namespace, name, patch)
         writes += 1

@@ -26,7 +26,7 @@ from pulsetrain_operator.builders.predictor import (
     serving_spec,
 )
 from pulsetrain_operator.names import COMPONENT_LABEL
-from pulsetrain_operator.observed import last_words, pod_ready
+from pulsetrain_operator.observed import STARTING_REASONS, last_words, pod_ready, unscheduled
 from pulsetrain_operator.settings import Settings
 
 TROUBLE_CHARS = 300
@@ -61,13 +61,11 @@ def _differs(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return shape(existing) != shape(desired)
 
 
-_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
-
-
 def predictor_trouble(pods: Sequence[Mapping[str, Any]]) -> str:
-    """Why a predictor pod among `pods` (the pipeline's pods) is not ready, for a person: its container's waiting
-    reason (not the usual start-up ones) and how its last run ended (exit code and the last line of its
-    termination message, the log tail); empty when no pod has anything to say."""
+    """Why a predictor pod among `pods` (the pipeline's pods) is not ready, for a person: the scheduler's words if
+    it could not place it, its container's waiting reason (not the usual start-up ones) and how its last run
+    ended (exit code and the last line of its termination message, the log tail); empty when no pod has anything
+    to say."""
     for pod in pods:
         meta, status = pod.get("metadata") or {}, pod.get("status") or {}
         if (meta.get("labels") or {}).get(COMPONENT_LABEL) != "predictor" or pod_ready(pod):
@@ -76,8 +74,8 @@ def predictor_trouble(pods: Sequence[Mapping[str, Any]]) -> str:
         waiting = (container.get("state") or {}).get("waiting") or {}
         ended = (container.get("state") or {}).get("terminated") or (container.get("lastState") or {}).get(
             "terminated") or {}
-        parts = []
-        if waiting.get("reason") and waiting["reason"] not in _STARTING:
+        parts = [scheduling] if (scheduling := unscheduled(pod)) else []
+        if waiting.get("reason") and waiting["reason"] not in STARTING_REASONS:
             parts.append(str(waiting["reason"]))
         if ended:
             said = last_words(str(ended.get("message") or "")) or str(ended.get("reason") or "")

@@ -196,6 +196,43 @@ def test_scale_suspend_resume_and_delete(testbed_cluster: Cluster, operator: Ope
     assert left == []
 
 
+def test_refused_and_unschedulable_pods_are_reported_on_the_pipeline(
+        testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
+        unique: Any) -> None:
+    """Two ways a gang never starts that used to show only in the operator's log or at the pending timeout: the
+    API server refuses a pod (here a ResourceQuota of one pod), and the scheduler cannot place one."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-pod"},
+             "spec": {"hard": {"pods": "1"}}}
+    apply(testbed_cluster, ml_namespace, quota)
+    wait_until(lambda: get_json(testbed_cluster, "resourcequota", "one-pod", "-n", ml_namespace)
+               .get("status", {}).get("hard"), 60, "the quota controller counting pods")
+    apply(testbed_cluster, ml_namespace, pipeline("quota", pulsar_broker, unique("tp-quota")))
+    refused = wait_until(lambda: (s := status(testbed_cluster, ml_namespace, "quota")).get("reason") == "FailedCreate"
+                         and s, 60, "FailedCreate on the status", interval=1)
+    assert refused["phase"] == "Pending"
+    assert refused["message"].startswith("creating pod quota-worker-1 was refused: 403 Forbidden: "), refused
+    assert "exceeded quota: one-pod" in refused["message"], refused
+    assert "FailedCreate" in events(testbed_cluster, ml_namespace, "quota")
+    testbed_cluster.kubectl("delete", "resourcequota", "one-pod", "-n", ml_namespace)
+    started = wait_until(lambda: (s := status(testbed_cluster, ml_namespace, "quota")).get("attempt") == 1 and s,
+                         60, "the refused pod created once the quota is gone", interval=1)
+    assert started["reason"] != "FailedCreate"
+    assert sorted(p["metadata"]["name"] for p in worker_pods(testbed_cluster, ml_namespace, "quota")) == [
+        "quota-worker-0", "quota-worker-1"]
+    testbed_cluster.kubectl("delete", "tp", "quota", "-n", ml_namespace, "--wait=true", "--timeout=60s")
+
+    nowhere = pipeline("nowhere", pulsar_broker, unique("tp-nowhere"))
+    nowhere["spec"]["worker"]["nodeSelector"] = {"pulsetrain.dev/no-such-pool": "x"}
+    apply(testbed_cluster, ml_namespace, nowhere)
+    stuck = wait_until(lambda: (s := status(testbed_cluster, ml_namespace, "nowhere")).get("reason")
+                       == "WorkersNotStarting" and s, 60, "WorkersNotStarting on the status", interval=1)
+    assert stuck["phase"] == "Pending"
+    assert re.search(r"pod nowhere-worker-\d is not starting: Unschedulable: 0/\d+ nodes are available",
+                     stuck["message"]), stuck
+    assert "WorkersNotStarting" in events(testbed_cluster, ml_namespace, "nowhere")
+    testbed_cluster.kubectl("delete", "tp", "nowhere", "-n", ml_namespace, "--wait=true", "--timeout=60s")
+
+
 def test_operator_restart_keeps_pods_and_status_continues(testbed_cluster: Cluster, operator: OperatorProcess,
                                                           ml_namespace: str, pulsar_broker: PulsarURLs,
                                                           unique: Any, tmp_path: Path) -> None:

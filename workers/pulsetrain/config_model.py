@@ -309,8 +309,9 @@ class ServingConfig:
     """`serving`: the streaming predictor (`python -m pulsetrain.predictor`), Pulsar in, Pulsar out.
 
     It connects like the trainer (`source.pulsar.serviceUrl`, `authentication`, TLS), decodes inputs with
-    `data` (the label may be left out, and is ignored when present), and serves the SavedModel versions under
-    `storage.exportDir`. A new subscription starts at the earliest message the input topic still holds.
+    `data` (the label may be left out, and is ignored when present), and serves the SavedModel versions in the
+    export directory (`storage.exportDir`; under the operator `{storage.path}/{namespace}/{name}/export`). A new
+    subscription starts at the earliest message the input topic still holds.
     """
 
     input_topic: str
@@ -331,7 +332,7 @@ class ServingConfig:
     dead_letter_topic: str | None = None
     """`deadLetterTopic`: where undecodable inputs go, with the reason. Default `{inputTopic}-{subscription}-DLQ`."""
     model_poll_seconds: float = 5.0
-    """`modelPollSeconds`: how often `storage.exportDir` is checked for a new version, 0.1..3600 s. Default 5."""
+    """`modelPollSeconds`: how often the export directory is checked for a new version, 0.1..3600 s. Default 5."""
 
     @property
     def pinned_version(self) -> int | None:

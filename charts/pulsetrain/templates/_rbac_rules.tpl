@@ -21,6 +21,12 @@ Regenerate with: make render */}}
   - patch
   - update
 - apiGroups:
+  - pulsetrain.dev
+  resources:
+  - trainingpipelines/finalizers
+  verbs:
+  - update
+- apiGroups:
   - ''
   resources:
   - pods

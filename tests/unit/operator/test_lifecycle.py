@@ -199,3 +199,87 @@ def test_ended_pods_of_a_stopped_attempt_are_deleted_so_their_names_can_be_reuse
     status = running_status(phase="Restarting", restarts=1, stopReason="WorkerFailed")
     plan = run(spec(2), status, [pod(0, deleting=True), pod(1, phase="Failed", exit_code=137, ready=False)])
     assert plan.delete == [("p-worker-1", 0)] and plan.create == []
+
+
+def test_a_pod_that_is_not_starting_is_reported_at_once_and_cleared_when_it_starts() -> None:
+    stuck = pod(1, phase="Pending", ready=False, reason="ErrImagePull: pull access denied")
+    plan = run(spec(2), running_status(phase="Pending", reason="Created"), [pod(0), stuck])
+    assert plan.status["phase"] == "Pending" and plan.status["reason"] == "WorkersNotStarting"
+    assert plan.status["message"] == ("1/2 worker(s) running; pod p-worker-1 is not starting: "
+                                      "ErrImagePull: pull access denied")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "WorkersNotStarting")]
+    backoff = pod(1, phase="Pending", ready=False, reason="ImagePullBackOff: back-off pulling")
+    again = run(spec(2), plan.status, [pod(0), backoff])
+    assert again.events == [] and "ImagePullBackOff" in again.status["message"]  # one event per cause, not per poll
+    starting = pod(1, phase="Pending", ready=False, reason="ContainerCreating")
+    cleared = run(spec(2), again.status, [pod(0), starting])
+    assert cleared.status["reason"] == "WorkersStarting" and cleared.status["message"] == "1/2 worker(s) running"
+
+
+def test_a_pod_starting_normally_is_not_reported() -> None:
+    starting = pod(1, phase="Pending", ready=False, reason="ContainerCreating")
+    plan = run(spec(2), running_status(phase="Pending", reason="Created", message="created 2 worker pod(s)"),
+               [pod(0), starting])
+    assert plan.status["reason"] == "Created" and plan.events == []
+
+
+def test_an_edit_of_a_finished_pipeline_is_answered_with_a_warning_once() -> None:
+    done = {**running_status(phase="Succeeded"), "completionTime": rfc3339(NOW - 50), "observedGeneration": 3}
+    plan = run(spec(2), done, [])  # generation 4: edited after it finished
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "SpecChangeIgnored")]
+    assert "delete and re-create" in plan.events[0].message and plan.create == []
+    assert run(spec(2), plan.status, []).events == []
+
+
+def test_the_deadline_does_not_run_while_suspended_and_restarts_on_resume() -> None:
+    long_ago = running_status(startTime=rfc3339(NOW - 10_000))
+    suspended = run(spec(2, suspend=True, activeDeadlineSeconds=3600), long_ago, [pod(0), pod(1)])
+    assert suspended.status["phase"] == "Suspended"
+    quiet = run(spec(2, suspend=True, activeDeadlineSeconds=3600), suspended.status, [])
+    assert quiet.status["phase"] == "Suspended"
+    resumed = run(spec(2, suspend=False, activeDeadlineSeconds=3600), quiet.status, [])
+    assert resumed.status["phase"] == "Pending" and resumed.create == [0, 1]
+    assert resumed.status["startTime"] == rfc3339(NOW)
+    later = run(spec(2, activeDeadlineSeconds=3600), running_status(startTime=resumed.status["startTime"]),
+                [pod(0), pod(1)], now=NOW + 3601)
+    assert later.status["reason"] == "DeadlineExceeded"
+
+
+def test_a_refused_write_keeps_the_status_and_says_why_once() -> None:
+    from pulsetrain_operator.lifecycle import REFUSED_RETRY_SECONDS, refused
+
+    why = "creating pod p-worker-1 was refused: 403 Forbidden: exceeded quota: one-pod"
+    plan = refused({}, why)
+    assert plan.status == {"phase": "Pending", "reason": "FailedCreate", "message": why}
+    assert [(e.type, e.reason, e.message) for e in plan.events] == [("Warning", "FailedCreate", why)]
+    assert plan.create == [] and plan.delete == [] and plan.requeue_after == REFUSED_RETRY_SECONDS
+    assert refused(plan.status, why).events == []  # the same refusal again: no second event
+    restarting = refused(running_status(phase="Restarting", stopReason="WorkerFailed"), why)
+    assert restarting.status["phase"] == "Restarting" and restarting.status["stopReason"] == "WorkerFailed"
+    pods = [pod(0, phase="Pending", ready=False), pod(1, phase="Pending", ready=False)]
+    created = run(spec(2), {**running_status(phase="Pending"), "reason": "FailedCreate", "message": why}, pods)
+    assert created.status["reason"] == "WorkersStarting"  # the refusal is not left on the status once it passed
+
+
+def test_a_pipeline_applied_again_at_once_waits_for_its_predecessors_pods() -> None:
+    import dataclasses
+
+    def owned(p: WorkerPod, uid: str) -> WorkerPod:
+        return dataclasses.replace(p, owner_uid=uid)
+
+    def observe(status: dict[str, Any], pods: list[WorkerPod]) -> Plan:
+        return decide(Observation(name="p", namespace="ns", generation=1, spec=spec(2), status=status, pods=pods,
+                                  desired_hash=HASH, export_dir="/data/ns/p/export", now=NOW, uid="new"))
+
+    created = observe({}, [])  # a new pipeline lists no pods: a create that met an old name was a 409
+    assert created.create == [0, 1] and created.status["attempt"] == 1
+    mine = owned(pod(0, phase="Running"), "new")  # the old worker 0 was gone already
+    old_worker = owned(pod(1, phase="Failed", exit_code=2, ready=False), "old")
+    plan = observe(created.status, [mine, old_worker])
+    assert plan.status["phase"] == "Restarting" and plan.status["stopReason"] == "PredecessorStopping"
+    assert "pod(s) p-worker-1 of a deleted pipeline" in plan.status["message"] and plan.status["restarts"] == 0
+    assert ("p-worker-0", None) in plan.delete  # its own pod, gracefully; the old exit code 2 fails nothing
+    waiting = observe(plan.status, [dataclasses.replace(old_worker, deleting=True)])
+    assert waiting.create == [] and waiting.delete == [] and waiting.status["phase"] == "Restarting"
+    started = observe(waiting.status, [])
+    assert started.create == [0, 1] and started.status["attempt"] == 2

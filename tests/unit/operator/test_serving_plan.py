@@ -100,6 +100,13 @@ def test_predictors_starting_normally_have_nothing_to_say() -> None:
     assert plan.status is not None and plan.status["message"] == "starting predictors (0/2 ready)"
 
 
+def test_a_predictor_the_scheduler_cannot_place_says_why() -> None:
+    unplaced = predictor_pod("u", False, {})
+    unplaced["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                         "message": "0/1 nodes are available: 1 Insufficient cpu."}]
+    assert predictor_trouble([unplaced]) == "pod u: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+
+
 def test_a_running_predictor_without_its_broker_says_so_and_keeps_its_counts() -> None:
     tp = samples.serving()
     lost = dataclasses.replace(progress(1, 400, 0.0), replica="serve-predictor-b", state="source-unavailable",
