@@ -21,9 +21,11 @@ The rules, in order:
 4. While an attempt is being stopped, wait until its pods are gone and the back-off has passed, then
    start the next attempt from the last checkpoint.
 5. In a running attempt: a failed worker → gang restart (or Failed when the exit code is permanent or
-   `backoffLimit` is used up); all workers ended with the chief reporting `finished` → Succeeded; the
-   spec changed (e.g. `training.workers`) → graceful stop and a new attempt; a pod Pending past
-   `pendingTimeoutSeconds` → Failed.
+   `backoffLimit` is used up); a worker pod someone else is deleting (a drain, an eviction) → the same
+   graceful stop as for a spec change, not a failure (its worker's SIGTERM stops the gang at a checkpoint);
+   all workers ended with the chief reporting `finished` → Succeeded; the spec changed (e.g.
+   `training.workers`) → graceful stop and a new attempt; a pod not starting → said at once, and Failed
+   once Pending past `pendingTimeoutSeconds`.
 """
 
 from __future__ import annotations
@@ -286,6 +288,12 @@ class _Decision:
         missing = [i for i in range(self.desired) if i not in present]
         started = any(p.phase != "Pending" for p in self.current)
         if self.failed_worker():
+            return
+        disrupted = sorted(p.name for p in self.current if p.deleting)  # we set stopReason when we delete one
+        if disrupted:
+            self.restart("WorkerDisrupted", f"worker pod(s) {', '.join(disrupted)} are being deleted (a node drain, an "
+                         "eviction or kubectl delete): the gang stops gracefully and continues from its last "
+                         "checkpoint", failure=False)
             return
         if missing and started and self.status.get("attemptSpecHash") == self.obs.desired_hash:
             self.restart("WorkerLost", f"worker pod(s) {missing} disappeared", failure=True)

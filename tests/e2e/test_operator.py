@@ -159,6 +159,28 @@ def test_killed_worker_restarts_the_gang_and_trains_every_message_once(
     assert done["progress"]["samples"] == len(payloads)
 
 
+def test_deleted_worker_pod_stops_the_gang_gracefully_and_trains_every_message_once(
+        testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
+        unique: Any) -> None:
+    """What a node drain does to a worker (the eviction deletes its pod gracefully): not a failure."""
+    topic = unique("tp-drain")
+    payloads = digits_payloads(repeat=6)[1]
+    publish(pulsar_broker.service_url, topic, payloads)
+    apply(testbed_cluster, ml_namespace, pipeline("drain", pulsar_broker, topic, training={"checkpointEverySteps": 10}))
+    wait_until(lambda: status(testbed_cluster, ml_namespace, "drain").get("progress", {})
+               .get("lastCheckpointStep", 0) >= 10, 180, "a first checkpoint", interval=0.5)
+
+    testbed_cluster.kubectl("delete", "pod", "drain-worker-1", "-n", ml_namespace, "--wait=false")
+    done = wait_phase(testbed_cluster, operator, ml_namespace, "drain", "Succeeded", 360)
+    assert done["attempt"] == 2 and done["restarts"] == 0, done
+    seen = events(testbed_cluster, ml_namespace, "drain")
+    assert "WorkerDisrupted" in seen and not {"WorkerLost", "WorkerFailed"} & set(seen), seen
+    summary = final_summary(testbed_cluster, ml_namespace, "drain-worker-0")
+    assert summary["restoredStep"] >= 10  # the second attempt resumed from the gang's checkpoint
+    assert summary["trainedSamples"] == len(payloads)
+    assert summary["digestSum"] == sum(digest(p) for p in payloads)
+
+
 def test_scale_suspend_resume_and_delete(testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str,
                                          pulsar_broker: PulsarURLs, unique: Any) -> None:
     topic = unique("tp-scale")

@@ -246,6 +246,8 @@ BAD_VALUES = [
     ("tolerations: [{key: gpu, operator: Maybe}]", "at '/tolerations/0/operator': value must be one of"),
     ("imagePullSecrets: [regcred]", "at '/imagePullSecrets/0': got string, want object"),
     ("serviceAccount: {name: Ops_Bot}", "at '/serviceAccount/name': 'Ops_Bot' does not match pattern"),
+    # the chart's Roles on a ServiceAccount it does not create: not the namespace's "default" one
+    ("serviceAccount: {create: false}", "at '/serviceAccount/name': minLength: got 0, want 1"),
 ]
 
 

@@ -144,9 +144,11 @@ def _env(tp: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
 
 
 def pod_security_context() -> dict[str, Any]:
-    """Non-root, fixed IDs, the runtime's seccomp profile: what the `restricted` standard asks of a pod."""
+    """Non-root, fixed IDs, the runtime's seccomp profile: what the `restricted` standard asks of a pod. The volume's
+    ownership is changed only when its root is not the fsGroup's already: otherwise every attempt would walk the
+    whole checkpoint volume before the worker starts (time that counts against `pendingTimeoutSeconds`)."""
     return {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+            "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def container_security_context() -> dict[str, Any]:

@@ -283,3 +283,13 @@ def test_a_pipeline_applied_again_at_once_waits_for_its_predecessors_pods() -> N
     assert waiting.create == [] and waiting.delete == [] and waiting.status["phase"] == "Restarting"
     started = observe(waiting.status, [])
     assert started.create == [0, 1] and started.status["attempt"] == 2
+
+
+def test_a_worker_pod_deleted_by_someone_else_is_a_graceful_stop_not_a_failure() -> None:
+    plan = run(spec(2), running_status(), [pod(0), pod(1, deleting=True)])  # a drain evicts worker 1
+    assert plan.status["phase"] == "Restarting" and plan.status["stopReason"] == "WorkerDisrupted"
+    assert plan.status["restarts"] == 0 and "nextAttemptAfter" not in plan.status
+    assert plan.delete == [("p-worker-0", None)]  # its own grace period: time to checkpoint
+    assert "p-worker-1 are being deleted" in plan.status["message"]
+    after = run(spec(2), plan.status, [])
+    assert after.create == [0, 1] and after.status["attempt"] == 2 and after.status["restarts"] == 0

@@ -69,7 +69,8 @@ def test_bare_pod_without_api_access() -> None:
 def test_restricted_pod_security_standard() -> None:
     pod = worker_pod(samples.full(), 0, 0, SETTINGS)
     assert pod["spec"]["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
-                                              "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
+                                              "fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch",
+                                              "seccompProfile": {"type": "RuntimeDefault"}}
     ctx = container(pod)["securityContext"]
     assert ctx["allowPrivilegeEscalation"] is False
     assert ctx["capabilities"] == {"drop": ["ALL"]}
