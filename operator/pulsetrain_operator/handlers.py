@@ -30,6 +30,7 @@ from pulsetrain_operator.metrics import OperatorMetrics, serve_metrics
 from pulsetrain_operator.names import PIPELINE_LABEL
 from pulsetrain_operator.reconciler import act, newest, record
 from pulsetrain_operator.settings import Settings
+from pulsetrain_operator.status import FINISHED_PHASES
 
 log = logging.getLogger("pulsetrain_operator")
 IDLE_RECHECK_SECONDS = 30.0
@@ -133,6 +134,10 @@ class PipelineLoop:
                 poll = (self.rt.settings.progress_interval_seconds if outcome.phase == "Running" or outcome.serving
                         else IDLE_RECHECK_SECONDS)
                 delay = min(outcome.requeue_after or poll, poll)
+                if outcome.phase in FINISHED_PHASES and not outcome.serving:
+                    # nothing left to watch but its own events and its pods' (a TTL asks for its time): a
+                    # cluster's worth of finished pipelines must not each list their pods every 30 s for ever
+                    delay = outcome.requeue_after
             try:
                 await asyncio.wait_for(self.woken.wait(), timeout=delay)
             except TimeoutError:

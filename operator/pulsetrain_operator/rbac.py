@@ -1,8 +1,10 @@
 """The operator's RBAC rules, the one source for the Helm chart and (through it) the plain manifests.
 
-Why this exists: least privilege has to be written down once. The operator reads and updates
-pipelines and their status, runs the workers' pods, Services and ConfigMaps and the predictors'
-Deployment, and posts Events; Kopf itself lists CRDs and namespaces to discover what to watch. Workers
+Why this exists: least privilege has to be written down once. The operator reads pipelines (and
+deletes them after `ttlSecondsAfterFinished`), patches their status, runs the workers' pods, Services
+and ConfigMaps and the predictors' Deployment, and posts Events: exactly the calls in `kube.py`, which
+tests/unit/operator/test_rbac.py checks; Kopf itself watches pipelines and pods, and lists CRDs and
+namespaces to discover what to watch. Workers
 and predictors get no API access at all (their pods do not even mount a token), so no per-pipeline
 Role is created. `make render` writes RULES and
 DISCOVERY_RULES into the chart (`charts/pulsetrain/templates/_rbac_rules.tpl`), and `manifests/rbac/` is
@@ -16,18 +18,16 @@ from typing import Any
 OPERATOR_NAME = "pulsetrain-operator"
 
 RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines"],
-     "verbs": ["get", "list", "watch", "patch", "delete"]},
-    {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines"], "verbs": ["get", "list", "watch", "delete"]},
+    {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines/status"], "verbs": ["patch"]},
     # every child's ownerReference sets blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
     # admission plugin (on by default in OpenShift) allows only to who may update the owner's finalizers
     {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines/finalizers"], "verbs": ["update"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "update", "delete"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 """Rules needed in every watched namespace (a ClusterRole bound cluster-wide, or a Role per namespace)."""
 

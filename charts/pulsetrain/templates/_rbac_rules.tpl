@@ -10,16 +10,13 @@ Regenerate with: make render */}}
   - get
   - list
   - watch
-  - patch
   - delete
 - apiGroups:
   - pulsetrain.dev
   resources:
   - trainingpipelines/status
   verbs:
-  - get
   - patch
-  - update
 - apiGroups:
   - pulsetrain.dev
   resources:
@@ -31,7 +28,6 @@ Regenerate with: make render */}}
   resources:
   - pods
   verbs:
-  - get
   - list
   - watch
   - create
@@ -41,7 +37,6 @@ Regenerate with: make render */}}
   resources:
   - services
   verbs:
-  - get
   - create
 - apiGroups:
   - ''
@@ -67,14 +62,6 @@ Regenerate with: make render */}}
   - events
   verbs:
   - create
-  - patch
-- apiGroups:
-  - events.k8s.io
-  resources:
-  - events
-  verbs:
-  - create
-  - patch
 {{- end }}
 
 {{- define "pulsetrain.discoveryRules" -}}
