@@ -77,7 +77,13 @@ def refusal(exc: ApiException) -> str | None:
 
 class Refused(Exception):
     """A child write the API server refused for a reason that trying again at once will not change (see
-    `refusal`); the message names the write and quotes the API server."""
+    `refusal`); the message names the write and quotes the API server, `reason` is the Kubernetes-style
+    event reason (`FailedCreate`, `FailedDelete`, `FailedUpdate`)."""
+
+    def __init__(self, doing: str, said: str) -> None:
+        super().__init__(f"{doing} was refused: {said}")
+        verb = doing.split(" ", 1)[0]
+        self.reason = {"creating": "FailedCreate", "deleting": "FailedDelete"}.get(verb, "FailedUpdate")
 
 
 def _tolerate(exc: ApiException, *statuses: int, doing: str = "") -> None:
@@ -88,7 +94,7 @@ def _tolerate(exc: ApiException, *statuses: int, doing: str = "") -> None:
         return
     said = refusal(exc) if doing else None
     if said is not None:
-        raise Refused(f"{doing} was refused: {said}") from exc
+        raise Refused(doing, said) from exc
     raise exc
 
 

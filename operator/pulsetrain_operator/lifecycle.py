@@ -287,6 +287,7 @@ class _Decision:
         present = {p.index for p in self.current}
         missing = [i for i in range(self.desired) if i not in present]
         started = any(p.phase != "Pending" for p in self.current)
+        creating = self.status.get("reason") == "FailedCreate"  # the attempt's pods are not all created yet
         if self.failed_worker():
             return
         disrupted = sorted(p.name for p in self.current if p.deleting)  # we set stopReason when we delete one
@@ -295,10 +296,10 @@ class _Decision:
                          "eviction or kubectl delete): the gang stops gracefully and continues from its last "
                          "checkpoint", failure=False)
             return
-        if missing and started and self.status.get("attemptSpecHash") == self.obs.desired_hash:
+        if missing and started and not creating and self.status.get("attemptSpecHash") == self.obs.desired_hash:
             self.restart("WorkerLost", f"worker pod(s) {missing} disappeared", failure=True)
             return
-        if missing and not started:
+        if missing and (creating or not started):
             self.plan.create = [i for i in missing if i < self.desired]
         if self.status.get("attemptSpecHash") != self.obs.desired_hash:
             workers = len(present)
@@ -386,16 +387,21 @@ REFUSED_RETRY_SECONDS = 30.0
 """How soon a child write the API server refused is tried again (a quota may free up, a policy be fixed)."""
 
 
-def refused(status: Mapping[str, Any], why: str) -> Plan:
-    """The plan when the API server refused one of `decide`'s child writes (`why`, from `kube.Refused`): nothing
-    else changes, since the refused write is planned again by the next reconcile, but the phase (Pending for a
-    pipeline not started yet) says why, with a Warning event for each new cause, and the next try is soon."""
-    new = dict(status)
-    new.setdefault("phase", "Pending")
-    repeated = new.get("reason") == "FailedCreate" and new.get("message") == why
-    new.update(reason="FailedCreate", message=why)
-    return Plan(status=new, events=[] if repeated else [Event("Warning", "FailedCreate", why)],
-                requeue_after=REFUSED_RETRY_SECONDS)
+def refused(plan: Plan, before: Mapping[str, Any], reason: str, why: str) -> Plan:
+    """`plan` once the API server refused one of its child writes (`reason` and `why` from `kube.Refused`; `before`
+    is the status as read). The decided status stands, an attempt being created included, but its `reason` and
+    `message` say what was refused, with a Warning event for each new cause, and the next try comes soon: a
+    `FailedCreate` attempt's missing pods are created by the next reconcile, not counted lost (`watch_attempt`),
+    and its creates that went through are not made again (the API server checks a quota before it finds that a
+    pod exists already)."""
+    status = dict(plan.status)
+    status.update(reason=reason, message=why)
+    repeated = before.get("reason") == reason and before.get("message") == why
+    events = [e for e in plan.events if e.reason != "WorkersStarting"]  # not starting after all: refused
+    if not repeated:
+        events.append(Event("Warning", reason, why))
+    retry = min(plan.requeue_after or REFUSED_RETRY_SECONDS, REFUSED_RETRY_SECONDS)
+    return Plan(status=status, events=events, requeue_after=retry)
 
 
 def decide(obs: Observation) -> Plan:

@@ -140,7 +140,7 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
     try:
         writes = write_children(kube, settings, tp, plan)
     except Refused as exc:  # e.g. a ResourceQuota used up: say so on the pipeline, not only in the operator's log
-        plan = refused(status, str(exc))
+        plan = refused(plan, status, exc.reason, str(exc))
         return Acted(pipeline=tp, plan=plan, status=plan.status, seconds=time.monotonic() - started)
     status = dict(plan.status)
     serving = None
@@ -154,7 +154,7 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
         except Refused as exc:
             serving_status = {**(serving_status or {}), "message": str(exc)}
             if ((tp.get("status") or {}).get("serving") or {}).get("message") != str(exc):
-                plan.events.append(Event("Warning", "FailedCreate", str(exc)))
+                plan.events.append(Event("Warning", exc.reason, str(exc)))
             plan.requeue_after = min(plan.requeue_after or REFUSED_RETRY_SECONDS, REFUSED_RETRY_SECONDS)
         if serving_status is None:
             status.pop("serving", None)

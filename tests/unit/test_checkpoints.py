@@ -80,3 +80,20 @@ def test_the_chiefs_checkpoint_files_and_marker_reach_the_disk_before_the_commit
     synced.clear()
     checkpoints.mark_committed(name)
     assert synced == [str(tmp_path / f"{name}.committed"), str(tmp_path)]
+
+
+def test_a_checkpoint_of_another_model_is_a_configuration_error_naming_the_cause(tmp_path: Path) -> None:
+    from pulsetrain.config import ConfigError
+
+    checkpoints, value = store(tmp_path, keep=1)
+    save(checkpoints, value, 10, commit=True)
+    other = CheckpointStore(tf.train.Checkpoint(value=tf.Variable([0, 0], dtype=tf.int64)), tmp_path, 0, True, 1)
+    with pytest.raises(ConfigError, match=r"ckpt-10 does not fit this pipeline's model \(.*shape.*\): it was "
+                                          r"written for another `model` or `data`"):
+        other.restore(keep_windows=3)
+    extra = CheckpointStore(tf.train.Checkpoint(value=tf.Variable(0, dtype=tf.int64), more=tf.Variable(1.0)),
+                            tmp_path, 0, True, 1)
+    with pytest.raises(ConfigError, match="does not fit this pipeline's model"):
+        extra.restore(keep_windows=3)
+    step, _ = checkpoints.restore(keep_windows=3)  # the model it was written for still restores it
+    assert step == 10

@@ -7,6 +7,9 @@ every worker wrote its ledger of covered message IDs beside it, and (3) the chie
 picks the newest committed checkpoint, so a crash anywhere in between (or a refused commit) falls back
 to the previous one, whose messages were not acknowledged yet.
 
+A committed checkpoint whose variables do not fit the model (the same storage reused by a pipeline with another
+`model` or `data`) is a configuration error (exit 2), not a crash to retry.
+
 Why not `tf.train.CheckpointManager`: it deletes the oldest checkpoint the moment a new one is saved,
 committed or not, so with `keepCheckpoints: 1` a crash before the marker (or a refused commit) would leave
 no committed checkpoint at all while its messages were already acknowledged. Here checkpoints are written
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from pulsetrain.config import ConfigError
 from pulsetrain.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -72,10 +76,23 @@ class CheckpointStore:
                 log.warning("skipping checkpoint %s: %s", name, exc)
                 continue
             if variables:
-                self.checkpoint.read(str(self.directory / name)).assert_existing_objects_matched()
-                log.info("restored %s", self.directory / name)
+                self._read(self.directory / name)
             return step, ledger
         return None, Ledger(keep_windows)
+
+    def _read(self, path: Path) -> None:
+        """Restore the variables from checkpoint `path`; `ConfigError` when its variables do not fit this model (a
+        pipeline re-created with another `model` or `data` under the same storage): retrying cannot fix that, and
+        TensorFlow's own words name a tensor, not the cause."""
+        try:
+            self.checkpoint.read(str(path)).assert_existing_objects_matched()
+        except (ValueError, AssertionError) as exc:
+            said = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ConfigError([
+                f"the committed checkpoint {path} does not fit this pipeline's model ({said}): it was written for "
+                "another `model` or `data`; give this pipeline storage of its own (another name or `storage.path`; "
+                "`pulsetrain run --state-dir`), or delete that checkpoint directory to train from scratch"]) from exc
+        log.info("restored %s", path)
 
     def save(self, step: int) -> str:
         """Every worker calls this at the same step; returns the checkpoint's name (`ckpt-{step}`). The chief's

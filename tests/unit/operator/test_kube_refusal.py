@@ -28,8 +28,12 @@ def test_conflicts_throttling_and_server_errors_are_not_refusals(status: int) ->
 
 
 def test_tolerate_raises_refused_naming_the_write_and_passes_the_rest_through() -> None:
-    with pytest.raises(Refused, match=r"^creating pod p-worker-1 was refused: 403 Forbidden: no$"):
+    with pytest.raises(Refused, match=r"^creating pod p-worker-1 was refused: 403 Forbidden: no$") as refused:
         _tolerate(api_error(403, "Forbidden", "no"), 409, doing="creating pod p-worker-1")
+    assert refused.value.reason == "FailedCreate"
+    with pytest.raises(Refused) as refused:
+        _tolerate(api_error(403, "Forbidden", "no"), 404, doing="deleting pod p-worker-1")
+    assert refused.value.reason == "FailedDelete"
     _tolerate(api_error(409, "Conflict", "exists"), 409, doing="creating pod p-worker-1")  # already there: fine
     with pytest.raises(ApiException):
         _tolerate(api_error(500, "Internal Server Error"), 409, doing="creating pod p-worker-1")

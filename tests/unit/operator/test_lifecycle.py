@@ -245,20 +245,26 @@ def test_the_deadline_does_not_run_while_suspended_and_restarts_on_resume() -> N
     assert later.status["reason"] == "DeadlineExceeded"
 
 
-def test_a_refused_write_keeps_the_status_and_says_why_once() -> None:
+def test_a_refused_create_keeps_the_attempt_says_why_once_and_creates_only_what_is_missing() -> None:
     from pulsetrain_operator.lifecycle import REFUSED_RETRY_SECONDS, refused
 
     why = "creating pod p-worker-1 was refused: 403 Forbidden: exceeded quota: one-pod"
-    plan = refused({}, why)
-    assert plan.status == {"phase": "Pending", "reason": "FailedCreate", "message": why}
-    assert [(e.type, e.reason, e.message) for e in plan.events] == [("Warning", "FailedCreate", why)]
-    assert plan.create == [] and plan.delete == [] and plan.requeue_after == REFUSED_RETRY_SECONDS
-    assert refused(plan.status, why).events == []  # the same refusal again: no second event
-    restarting = refused(running_status(phase="Restarting", stopReason="WorkerFailed"), why)
-    assert restarting.status["phase"] == "Restarting" and restarting.status["stopReason"] == "WorkerFailed"
-    pods = [pod(0, phase="Pending", ready=False), pod(1, phase="Pending", ready=False)]
-    created = run(spec(2), {**running_status(phase="Pending"), "reason": "FailedCreate", "message": why}, pods)
-    assert created.status["reason"] == "WorkersStarting"  # the refusal is not left on the status once it passed
+    first = run(spec(2), {}, [])
+    plan = refused(first, {}, "FailedCreate", why)
+    assert plan.status["attempt"] == 1 and plan.status["phase"] == "Pending"
+    assert (plan.status["reason"], plan.status["message"]) == ("FailedCreate", why)
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "Created"), ("Warning", "FailedCreate")]
+    assert plan.requeue_after == REFUSED_RETRY_SECONDS
+    # worker 0 was created and runs; worker 1 is missing: created again, not a lost worker
+    again = run(spec(2), plan.status, [pod(0)])
+    assert again.create == [1] and again.status["phase"] == "Pending" and "stopReason" not in again.status
+    assert refused(again, plan.status, "FailedCreate", why).events == []  # the same refusal: no second event
+    created = run(spec(2), refused(again, plan.status, "FailedCreate", why).status, [pod(0), pod(1, phase="Pending")])
+    assert created.create == [] and created.status["reason"] == "WorkersStarting"
+    running = run(spec(2), created.status, [pod(0), pod(1)])
+    assert running.status["phase"] == "Running"
+    lost = run(spec(2), running.status, [pod(0)])  # once created, a missing worker is lost again
+    assert lost.status["stopReason"] == "WorkerLost"
 
 
 def test_a_pipeline_applied_again_at_once_waits_for_its_predecessors_pods() -> None:
