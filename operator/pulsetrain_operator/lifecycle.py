@@ -31,13 +31,13 @@ The rules, in order:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from pulsetrain.progress_doc import ProgressDocument, parse_rfc3339, rfc3339
+from pulsetrain.progress_doc import parse_rfc3339, rfc3339
 from pulsetrain_operator import defaults
 from pulsetrain_operator.failures import describe_exit, is_permanent, restart_backoff
 from pulsetrain_operator.observed import WorkerPod
+from pulsetrain_operator.plan import Event, Observation, Plan
 from pulsetrain_operator.status import (
     FINISHED_PHASES,
     model_status,
@@ -47,48 +47,10 @@ from pulsetrain_operator.status import (
 )
 
 FAILURE_GRACE_SECONDS = 5
+"""Grace for the survivors of a failed gang: they cannot checkpoint without the lost peer anyway."""
 STALE_PENDING = ("WorkersNotStarting", "FailedCreate")
 """Pending reasons that stop being true on their own (the pod starts, the create goes through), so a later
 reconcile that finds the workers starting normally replaces them."""
-"""Grace for the survivors of a failed gang: they cannot checkpoint without the lost peer anyway."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Observation:
-    name: str
-    namespace: str
-    generation: int
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
-    pods: list[WorkerPod]
-    desired_hash: str
-    """`builders.pod.spec_hash` of the current spec: what a new attempt would be built from."""
-    export_dir: str
-    now: float
-    progress: ProgressDocument | None = None
-    """The chief's live progress document, when it could be read."""
-    uid: str = ""
-    """The pipeline's UID: pods another UID controls belong to a deleted predecessor of the same name."""
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass(kw_only=True)
-class Plan:
-    status: dict[str, Any]
-    create: list[int] = field(default_factory=list)
-    """Worker indices to create for `status.attempt`."""
-    delete: list[tuple[str, int | None]] = field(default_factory=list)
-    """Pods to delete, with a grace period override (None: the pod's own)."""
-    events: list[Event] = field(default_factory=list)
-    delete_pipeline: bool = False
-    requeue_after: float | None = None
-    """Look again after this many seconds even if nothing changes (back-off end, TTL, deadline)."""
 
 
 class _Decision:

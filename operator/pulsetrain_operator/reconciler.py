@@ -7,13 +7,15 @@ and the events last (an event must never describe a status that failed to be wri
 
 A reconcile comes in two halves so that the caller can run them on different thread pools: `act`
 (reads, decision, child writes: what users wait for when they apply a pipeline) and `record` (the
-status patch, the events, a TTL deletion). A child write the API server refuses for good (a quota, an
-admission policy: `kube.Refused`) does not fail the reconcile: its words go into the status and a Warning
-event (`lifecycle.refused`), and the write is planned again soon. When many pipelines arrive at once, pods are then not
+status patch, the events, a TTL deletion). When many pipelines arrive at once, pods are then not
 queued behind other pipelines' status writes. The caller runs the halves of one pipeline in order,
 so there is still one writer per pipeline. The pipeline itself need not be read back each time: the
 caller may pass the newest copy it knows (from the watch, or the status patch's answer; see
 `newest`), and `act` reads it from the API server only when it has none.
+
+A child write the API server refuses for good (a quota, an admission policy: `kube.Refused`) does not fail
+the reconcile: its words go into the status with a Warning event (`lifecycle.refused`), and the write is
+planned again 30 s later.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from pulsetrain_operator.builders.configmap import worker_config_map
 from pulsetrain_operator.builders.pod import spec_hash, worker_pod
 from pulsetrain_operator.builders.service import worker_service
 from pulsetrain_operator.kube import Kube, Refused
-from pulsetrain_operator.lifecycle import REFUSED_RETRY_SECONDS, Event, Observation, Plan, decide, refused
+from pulsetrain_operator.lifecycle import REFUSED_RETRY_SECONDS, decide, refused
 from pulsetrain_operator.names import COMPONENT_LABEL, predictor_config_map_name, predictor_name
 from pulsetrain_operator.observed import WorkerPod
+from pulsetrain_operator.plan import Event, Observation, Plan
 from pulsetrain_operator.progress import read_predictor_progress, read_progress
 from pulsetrain_operator.serving import ServingPlan, plan_serving, predictor_trouble
 from pulsetrain_operator.settings import Settings

@@ -138,48 +138,39 @@ def test_digits_pipeline_trains_to_succeeded(testbed_cluster: Cluster, operator:
     assert re.search(r"digits\s+Succeeded\s+0/2", table), table
 
 
-def test_killed_worker_restarts_the_gang_and_trains_every_message_once(
+INTERRUPTIONS = {  # how worker 1 is interrupted mid-run: the restarts that counts, and the event that says so
+    "sigkill": (1, "WorkerFailed"),
+    "pod-deleted": (0, "WorkerDisrupted"),  # what a node drain does: the eviction deletes the pod gracefully
+}
+
+
+@pytest.mark.parametrize("interruption", sorted(INTERRUPTIONS))
+def test_interrupted_worker_restarts_the_gang_and_trains_every_message_once(
         testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
-        unique: Any) -> None:
-    topic = unique("tp-crash")
+        unique: Any, interruption: str) -> None:
+    restarts, reason = INTERRUPTIONS[interruption]
+    name = f"cut-{interruption}"
+    topic = unique("tp-cut")
     payloads = digits_payloads(repeat=6)[1]
     publish(pulsar_broker.service_url, topic, payloads)
-    apply(testbed_cluster, ml_namespace, pipeline("crash", pulsar_broker, topic, training={"checkpointEverySteps": 10}))
-    wait_until(lambda: status(testbed_cluster, ml_namespace, "crash").get("progress", {})
+    apply(testbed_cluster, ml_namespace, pipeline(name, pulsar_broker, topic, training={"checkpointEverySteps": 10}))
+    wait_until(lambda: status(testbed_cluster, ml_namespace, name).get("progress", {})
                .get("lastCheckpointStep", 0) >= 10, 180, "a first checkpoint", interval=0.5)
 
-    kill_worker(testbed_cluster, ml_namespace, "crash", 1)
-    wait_until(lambda: "WorkerFailed" in events(testbed_cluster, ml_namespace, "crash"), 60,
-               "a WorkerFailed event", interval=1)
-    done = wait_phase(testbed_cluster, operator, ml_namespace, "crash", "Succeeded", 360)
-    assert done["restarts"] == 1 and done["attempt"] == 2
-    summary = final_summary(testbed_cluster, ml_namespace, "crash-worker-0")
+    if interruption == "sigkill":
+        kill_worker(testbed_cluster, ml_namespace, name, 1)
+    else:
+        testbed_cluster.kubectl("delete", "pod", f"{name}-worker-1", "-n", ml_namespace, "--wait=false")
+    wait_until(lambda: reason in events(testbed_cluster, ml_namespace, name), 60, f"a {reason} event", interval=1)
+    done = wait_phase(testbed_cluster, operator, ml_namespace, name, "Succeeded", 360)
+    assert done["restarts"] == restarts and done["attempt"] == 2, done
+    others = {"WorkerLost", "WorkerFailed", "WorkerDisrupted"} - {reason}
+    assert not others & set(events(testbed_cluster, ml_namespace, name))  # one interruption, told one way
+    summary = final_summary(testbed_cluster, ml_namespace, f"{name}-worker-0")
     assert summary["restoredStep"] >= 10  # the second attempt resumed from a checkpoint
     assert summary["trainedSamples"] == len(payloads)
     assert summary["digestSum"] == sum(digest(p) for p in payloads)
     assert done["progress"]["samples"] == len(payloads)
-
-
-def test_deleted_worker_pod_stops_the_gang_gracefully_and_trains_every_message_once(
-        testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
-        unique: Any) -> None:
-    """What a node drain does to a worker (the eviction deletes its pod gracefully): not a failure."""
-    topic = unique("tp-drain")
-    payloads = digits_payloads(repeat=6)[1]
-    publish(pulsar_broker.service_url, topic, payloads)
-    apply(testbed_cluster, ml_namespace, pipeline("drain", pulsar_broker, topic, training={"checkpointEverySteps": 10}))
-    wait_until(lambda: status(testbed_cluster, ml_namespace, "drain").get("progress", {})
-               .get("lastCheckpointStep", 0) >= 10, 180, "a first checkpoint", interval=0.5)
-
-    testbed_cluster.kubectl("delete", "pod", "drain-worker-1", "-n", ml_namespace, "--wait=false")
-    done = wait_phase(testbed_cluster, operator, ml_namespace, "drain", "Succeeded", 360)
-    assert done["attempt"] == 2 and done["restarts"] == 0, done
-    seen = events(testbed_cluster, ml_namespace, "drain")
-    assert "WorkerDisrupted" in seen and not {"WorkerLost", "WorkerFailed"} & set(seen), seen
-    summary = final_summary(testbed_cluster, ml_namespace, "drain-worker-0")
-    assert summary["restoredStep"] >= 10  # the second attempt resumed from the gang's checkpoint
-    assert summary["trainedSamples"] == len(payloads)
-    assert summary["digestSum"] == sum(digest(p) for p in payloads)
 
 
 def test_scale_suspend_resume_and_delete(testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str,

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from pulsetrain.progress_doc import rfc3339
-from pulsetrain_operator.lifecycle import FAILURE_GRACE_SECONDS, Observation, Plan, decide
+from pulsetrain_operator.lifecycle import FAILURE_GRACE_SECONDS, decide
 from pulsetrain_operator.observed import WorkerPod
+from pulsetrain_operator.plan import Observation, Plan
 
 NOW = 1_800_000_000.0
 HASH = "h1"
