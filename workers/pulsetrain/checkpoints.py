@@ -87,7 +87,8 @@ class CheckpointStore:
         try:
             self.checkpoint.read(str(path)).assert_existing_objects_matched()
         except (ValueError, AssertionError) as exc:
-            said = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            said = said.split(" Target variable:")[0][:300]  # Keras goes on with the variable's values
             raise ConfigError([
                 f"the committed checkpoint {path} does not fit this pipeline's model ({said}): it was written for "
                 "another `model` or `data`; give this pipeline storage of its own (another name or `storage.path`; "
