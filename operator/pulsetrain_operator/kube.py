@@ -66,7 +66,7 @@ def refusal(exc: ApiException) -> str | None:
     change (a ResourceQuota used up, Pod Security or a webhook denying it, RBAC, an invalid object); None for a
     conflict, throttling or a server-side failure, which the next try may not meet."""
     status = int(exc.status or 0)
-    if not 400 <= status < 500 or status in (409, 429):
+    if not 400 <= status < 500 or status in (408, 409, 429):
         return None
     try:
         said = json.loads(exc.body or "{}").get("message")
@@ -152,23 +152,54 @@ class Kube:
         except ApiException as exc:
             _tolerate(exc, 404, doing=f"deleting pod {name}")
 
-    def ensure_service(self, namespace: str, body: Mapping[str, Any]) -> None:
+    def _create(self, kind: str, body: Mapping[str, Any], create: Callable[[], Any], read: Callable[[], Any]) -> Any:
+        """Create `body`. None when created (or when its namespace is being deleted: nothing left to create); else
+        the object of that name that exists already, when this pipeline controls it. One another UID controls (a
+        deleted pipeline of the same name that the garbage collector has not removed yet) raises `Refused`, so the
+        write is tried again once it is gone. A refused create is a refusal only when nothing of that name exists:
+        a ResourceQuota counts objects before the API server looks for the name."""
+        doing = f"creating {kind} {body['metadata']['name']}"
+        refused: Refused | None = None
         try:
-            self.core.create_namespaced_service(namespace, dict(body))
+            create()
+            return None
         except ApiException as exc:
-            _tolerate(exc, 409, doing=f"creating Service {body['metadata']['name']}")
+            if exc.status == 403 and "NamespaceTerminating" in str(exc.body or ""):
+                return None
+            if exc.status != 409:
+                said = refusal(exc)
+                if said is None:
+                    raise
+                refused = Refused(doing, said)
+        try:
+            current = read()
+        except ApiException as exc:
+            if exc.status == 404 and refused is not None:
+                raise refused from exc
+            raise
+        owner = next((ref.uid for ref in current.metadata.owner_references or [] if ref.controller), None)
+        refs = body["metadata"].get("ownerReferences") or []
+        ours = next((ref["uid"] for ref in refs if ref.get("controller")), None)
+        if owner and ours and owner != ours:
+            raise Refused(doing, f"a {kind} of that name still belongs to a deleted pipeline of the same name "
+                          "(the garbage collector removes it soon)")
+        return current
+
+    def ensure_service(self, namespace: str, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        self._create("Service", body, lambda: self.core.create_namespaced_service(namespace, dict(body)),
+                     lambda: self.core.read_namespaced_service(name, namespace))
 
     def ensure_config_map(self, namespace: str, body: Mapping[str, Any]) -> None:
         """Create the ConfigMap, or replace its data when it differs (a new attempt after a spec change)."""
         name = body["metadata"]["name"]
-        try:
-            self.core.create_namespaced_config_map(namespace, dict(body))
-            return
-        except ApiException as exc:
-            _tolerate(exc, 409, doing=f"creating ConfigMap {name}")
-        current = self.core.read_namespaced_config_map(name, namespace)
-        if dict(current.data or {}) != dict(body.get("data") or {}):
-            self.core.patch_namespaced_config_map(name, namespace, {"data": body["data"]})
+        current = self._create("ConfigMap", body, lambda: self.core.create_namespaced_config_map(namespace, dict(body)),
+                               lambda: self.core.read_namespaced_config_map(name, namespace))
+        if current is not None and dict(current.data or {}) != dict(body.get("data") or {}):
+            try:
+                self.core.patch_namespaced_config_map(name, namespace, {"data": body["data"]})
+            except ApiException as exc:
+                _tolerate(exc, doing=f"updating ConfigMap {name}")
 
     # -- predictors (spec.serving) --------------------------------------------------------------
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -185,12 +216,11 @@ class Kube:
         merge patch, which keeps list entries and keys it is not told about; a conflict fails this
         reconcile, and the next one reads again)."""
         name = body["metadata"]["name"]
-        try:
-            self.apps.create_namespaced_deployment(namespace, dict(body))
+        current = self._create("Deployment", body,
+                               lambda: self.apps.create_namespaced_deployment(namespace, dict(body)),
+                               lambda: self.apps.read_namespaced_deployment(name, namespace))
+        if current is None:
             return
-        except ApiException as exc:
-            _tolerate(exc, 409, doing=f"creating Deployment {name}")
-        current = self.apps.read_namespaced_deployment(name, namespace)
         desired = {**body, "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version}}
         try:
             self.apps.replace_namespaced_deployment(name, namespace, desired)
@@ -201,13 +231,13 @@ class Kube:
         try:
             self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
         except ApiException as exc:
-            _tolerate(exc, 404)
+            _tolerate(exc, 404, doing=f"deleting Deployment {name}")
 
     def delete_config_map(self, namespace: str, name: str) -> None:
         try:
             self.core.delete_namespaced_config_map(name, namespace)
         except ApiException as exc:
-            _tolerate(exc, 404)
+            _tolerate(exc, 404, doing=f"deleting ConfigMap {name}")
 
     # -- events ----------------------------------------------------------------------------------
     def post_event(self, pipeline: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

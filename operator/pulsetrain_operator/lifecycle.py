@@ -138,10 +138,11 @@ class _Decision:
         return self.plan
 
     def spec_change_ignored(self) -> None:
-        """A finished pipeline starts nothing again: say so, once per edit, rather than let `observedGeneration`
-        alone suggest the edit took effect."""
+        """A finished pipeline trains nothing again: say so, once per edit of what shapes the workers, rather than
+        let `observedGeneration` alone suggest the edit took effect (edits of `serving` and `runPolicy` do)."""
         seen = self.obs.status.get("observedGeneration")
-        if seen is not None and int(seen) != self.obs.generation:
+        if (seen is not None and int(seen) != self.obs.generation
+                and self.status.get("attemptSpecHash") != self.obs.desired_hash):
             self.plan.events.append(Event(
                 "Warning", "SpecChangeIgnored",
                 f"the pipeline has finished ({self.status['phase']}); a changed spec starts nothing: delete and "
@@ -151,7 +152,7 @@ class _Decision:
         policy = self.run_policy.get("cleanPodPolicy", defaults.CLEAN_POD_POLICY)
         if policy == "All":
             self.plan.delete += [(p.name, None) for p in self.obs.pods if not p.deleting]
-        elif policy == "Running":
+        elif policy == "Running" or self.status.get("phase") == "Failed":  # a failed gang's stop, again if refused
             self.stop(self.obs.pods)
         ttl = self.run_policy.get("ttlSecondsAfterFinished")
         completed = self.status.get("completionTime")
@@ -355,15 +356,21 @@ def refused(plan: Plan, before: Mapping[str, Any], reason: str, why: str) -> Pla
     `message` say what was refused, with a Warning event for each new cause, and the next try comes soon: a
     `FailedCreate` attempt's missing pods are created by the next reconcile, not counted lost (`watch_attempt`),
     and its creates that went through are not made again (the API server checks a quota before it finds that a
-    pod exists already)."""
+    pod exists already).
+    A pipeline this plan finishes keeps the reason and message of its end (the refusal is its event; a Failed
+    pipeline's stop is tried again by `cleanup`). A refusal seen already posts nothing: the plan's own events
+    would repeat the same transition, back from the refusal, at every try."""
     status = dict(plan.status)
-    status.update(reason=reason, message=why)
-    repeated = before.get("reason") == reason and before.get("message") == why
-    events = [e for e in plan.events if e.reason != "WorkersStarting"]  # not starting after all: refused
+    if status.get("phase") in FINISHED_PHASES:
+        repeated = before.get("phase") in FINISHED_PHASES  # reported when it finished
+    else:
+        repeated = before.get("reason") == reason and before.get("message") == why
+        status.update(reason=reason, message=why)
+    events = [] if repeated else [e for e in plan.events if e.reason != "WorkersStarting"]
     if not repeated:
         events.append(Event("Warning", reason, why))
     retry = min(plan.requeue_after or REFUSED_RETRY_SECONDS, REFUSED_RETRY_SECONDS)
-    return Plan(status=status, events=events, requeue_after=retry)
+    return Plan(status=status, events=events, requeue_after=retry, delete_pipeline=plan.delete_pipeline)
 
 
 def decide(obs: Observation) -> Plan:

@@ -24,7 +24,7 @@ RULES: list[dict[str, Any]] = [
     # admission plugin (on by default in OpenShift) allows only to who may update the owner's finalizers
     {"apiGroups": ["pulsetrain.dev"], "resources": ["trainingpipelines/finalizers"], "verbs": ["update"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "update", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},

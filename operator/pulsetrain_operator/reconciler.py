@@ -133,18 +133,18 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
     # a harmless 409), which spares the API server a LIST per new pipeline.
     listed = kube.worker_pods(namespace, name) if status.get("attempt") else []
     pods = [p for p in (WorkerPod.from_pod(obj) for obj in listed) if p is not None]
-    current_attempt = int(status.get("attempt", 0))
-    progress = _chief_progress([p for p in pods if p.attempt == current_attempt], spec, settings)
+    current_attempt, uid = int(status.get("attempt", 0)), str(tp["metadata"].get("uid") or "")
+    progress = _chief_progress([p for p in pods if p.attempt == current_attempt and p.owner_uid in ("", uid)],
+                               spec, settings)  # not a deleted predecessor's chief
     obs = Observation(name=name, namespace=namespace, generation=int(tp["metadata"].get("generation", 0)),
                       spec=spec, status=status, pods=pods, desired_hash=spec_hash(tp, settings),
                       export_dir=storage_paths(tp)["exportDir"], now=time.time() if now is None else now,
-                      progress=progress, uid=str(tp["metadata"].get("uid") or ""))
+                      progress=progress, uid=uid)
     plan = decide(obs)
     try:
         writes = write_children(kube, settings, tp, plan)
     except Refused as exc:  # e.g. a ResourceQuota used up: say so on the pipeline, not only in the operator's log
-        plan = refused(plan, status, exc.reason, str(exc))
-        return Acted(pipeline=tp, plan=plan, status=plan.status, seconds=time.monotonic() - started)
+        plan, writes = refused(plan, status, exc.reason, str(exc)), 0
     status = dict(plan.status)
     serving = None
     predictors_left = any(((p.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) == "predictor"

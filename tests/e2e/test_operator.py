@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from pulsetrain.digest import digest
+from pulsetrain_operator.lifecycle import REFUSED_RETRY_SECONDS
 from tests.conftest import Cluster, PulsarURLs
 from tests.e2e.operator_harness import OperatorProcess, install_crd, kill_worker, operator_kubeconfig
 from tests.integration.test_trainer import digits_payloads, publish
@@ -227,7 +228,7 @@ def test_refused_and_unschedulable_pods_are_reported_on_the_pipeline(
     assert refused["message"].startswith("creating pod quota-worker-1 was refused: 403 Forbidden: "), refused
     assert "exceeded quota: one-pod" in refused["message"], refused
     assert "FailedCreate" in events(testbed_cluster, ml_namespace, "quota")
-    time.sleep(3)  # a few more reconciles: the pod that was created is not created again (nor refused)
+    time.sleep(REFUSED_RETRY_SECONDS + 2)  # a retry: the pod that was created is not created again (nor refused)
     assert status(testbed_cluster, ml_namespace, "quota")["message"].startswith("creating pod quota-worker-1 ")
     testbed_cluster.kubectl("delete", "resourcequota", "one-pod", "-n", ml_namespace)
     wait_until(lambda: len(worker_pods(testbed_cluster, ml_namespace, "quota")) == 2, 60,
@@ -247,6 +248,36 @@ def test_refused_and_unschedulable_pods_are_reported_on_the_pipeline(
                      stuck["message"]), stuck
     assert "WorkersNotStarting" in events(testbed_cluster, ml_namespace, "nowhere")
     testbed_cluster.kubectl("delete", "tp", "nowhere", "-n", ml_namespace, "--wait=true", "--timeout=60s")
+
+
+def test_a_pipeline_deleted_and_applied_again_at_once_waits_for_its_predecessor(
+        testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
+        unique: Any) -> None:
+    """The README's advice for a finished pipeline (delete it, apply it again) while the garbage collector is still
+    stopping the old workers: the new pipeline must not take their pods, Service or ConfigMap for its own."""
+    topic = unique("tp-again")
+    publish(pulsar_broker.service_url, topic, digits_payloads(repeat=2)[1])
+    body = pipeline("again", pulsar_broker, topic, mode="continuous")
+    apply(testbed_cluster, ml_namespace, body)
+    wait_phase(testbed_cluster, operator, ml_namespace, "again", "Running", 180)
+    testbed_cluster.kubectl("delete", "tp", "again", "-n", ml_namespace, "--wait=true", "--timeout=60s")
+    apply(testbed_cluster, ml_namespace, body)  # at once: the old workers are still checkpointing
+    uid = get_json(testbed_cluster, "tp", "again", "-n", ml_namespace)["metadata"]["uid"]
+
+    def running_as_its_own() -> dict[str, Any] | None:
+        current = status(testbed_cluster, ml_namespace, "again")
+        pods = worker_pods(testbed_cluster, ml_namespace, "again")
+        owners = {ref["uid"] for p in pods for ref in p["metadata"].get("ownerReferences", [])}
+        return current if current.get("phase") == "Running" and owners == {uid} and len(pods) == 2 else None
+
+    current = wait_until(running_as_its_own, 180, "the new pipeline running with its own two pods", interval=1)
+    assert current["restarts"] == 0, current
+    seen = events(testbed_cluster, ml_namespace, "again")
+    assert not {"WorkerFailed", "WorkerLost", "PermanentError", "PodPendingTimeout"} & set(seen), seen
+    for kind in ("service", "configmap"):
+        for obj in get_json(testbed_cluster, kind, "-n", ml_namespace, "-l", "pulsetrain.dev/pipeline=again")["items"]:
+            assert [ref["uid"] for ref in obj["metadata"]["ownerReferences"]] == [uid], obj["metadata"]
+    testbed_cluster.kubectl("delete", "tp", "again", "-n", ml_namespace, "--wait=true", "--timeout=60s")
 
 
 def test_operator_restart_keeps_pods_and_status_continues(testbed_cluster: Cluster, operator: OperatorProcess,

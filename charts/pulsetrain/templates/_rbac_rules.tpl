@@ -37,6 +37,7 @@ Regenerate with: make render */}}
   resources:
   - services
   verbs:
+  - get
   - create
 - apiGroups:
   - ''

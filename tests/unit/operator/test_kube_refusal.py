@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from pulsetrain_operator.kube import Refused, _tolerate, refusal
+from pulsetrain_operator.kube import Kube, Refused, _tolerate, refusal
 
 
 def api_error(status: int, reason: str, message: str | None = None) -> ApiException:
@@ -37,3 +39,35 @@ def test_tolerate_raises_refused_naming_the_write_and_passes_the_rest_through() 
     _tolerate(api_error(409, "Conflict", "exists"), 409, doing="creating pod p-worker-1")  # already there: fine
     with pytest.raises(ApiException):
         _tolerate(api_error(500, "Internal Server Error"), 409, doing="creating pod p-worker-1")
+
+
+def owned_by(uid: str) -> Any:
+    return SimpleNamespace(metadata=SimpleNamespace(owner_references=[SimpleNamespace(uid=uid, controller=True)]),
+                           data={"worker.json": "{}"})
+
+
+BODY = {"metadata": {"name": "p-workers", "ownerReferences": [{"uid": "new", "controller": True}]}}
+
+
+def fail(exc: ApiException) -> Any:
+    def call() -> Any:
+        raise exc
+    return call
+
+
+def test_create_accepts_its_own_object_even_when_a_quota_refused_the_create() -> None:
+    kube = Kube.__new__(Kube)  # _create uses only the two calls it is given
+    assert kube._create("Service", BODY, lambda: None, fail(api_error(500, "unused"))) is None
+    mine = owned_by("new")
+    assert kube._create("Service", BODY, fail(api_error(409, "Conflict", "exists")), lambda: mine) is mine
+    quota = api_error(403, "Forbidden", "exceeded quota: services")
+    assert kube._create("Service", BODY, fail(quota), lambda: mine) is mine  # there already: not a refusal
+    with pytest.raises(Refused, match="creating Service p-workers was refused: 403 Forbidden: exceeded quota"):
+        kube._create("Service", BODY, fail(quota), fail(api_error(404, "Not Found")))
+
+
+def test_create_waits_for_a_deleted_predecessors_object_of_the_same_name() -> None:
+    kube = Kube.__new__(Kube)
+    with pytest.raises(Refused, match="still belongs to a deleted pipeline of the same name") as refused:
+        kube._create("ConfigMap", BODY, fail(api_error(409, "Conflict", "exists")), lambda: owned_by("old"))
+    assert refused.value.reason == "FailedCreate"

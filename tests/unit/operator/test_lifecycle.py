@@ -226,10 +226,11 @@ def test_a_pod_starting_normally_is_not_reported() -> None:
 
 def test_an_edit_of_a_finished_pipeline_is_answered_with_a_warning_once() -> None:
     done = {**running_status(phase="Succeeded"), "completionTime": rfc3339(NOW - 50), "observedGeneration": 3}
-    plan = run(spec(2), done, [])  # generation 4: edited after it finished
+    plan = run(spec(2), done, [], desired_hash="h2")  # generation 4: the workers' spec edited after it finished
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "SpecChangeIgnored")]
     assert "delete and re-create" in plan.events[0].message and plan.create == []
-    assert run(spec(2), plan.status, []).events == []
+    assert run(spec(2), plan.status, [], desired_hash="h2").events == []
+    assert run(spec(2), done, []).events == []  # an edit that does take effect (serving, runPolicy): no warning
 
 
 def test_the_deadline_does_not_run_while_suspended_and_restarts_on_resume() -> None:
@@ -300,3 +301,32 @@ def test_a_worker_pod_deleted_by_someone_else_is_a_graceful_stop_not_a_failure()
     assert "p-worker-1 are being deleted" in plan.status["message"]
     after = run(spec(2), plan.status, [])
     assert after.create == [0, 1] and after.status["attempt"] == 2 and after.status["restarts"] == 0
+
+
+def test_a_refused_stop_keeps_why_the_pipeline_failed_and_is_tried_again() -> None:
+    from pulsetrain_operator.lifecycle import refused
+
+    why = "deleting pod p-worker-0 was refused: 403 Forbidden: denied by webhook"
+    failing = run(spec(2, activeDeadlineSeconds=100, cleanPodPolicy="None", ttlSecondsAfterFinished=0),
+                  running_status(), [pod(0), pod(1)])
+    plan = refused(failing, running_status(), "FailedDelete", why)
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "DeadlineExceeded"
+    assert [e.reason for e in plan.events] == ["DeadlineExceeded", "FailedDelete"]
+    again = run(spec(2, activeDeadlineSeconds=100, cleanPodPolicy="None", ttlSecondsAfterFinished=0), plan.status,
+                [pod(0), pod(1)])
+    assert sorted(again.delete) == [("p-worker-0", None), ("p-worker-1", None)]  # the stop, tried again
+    refused_again = refused(again, plan.status, "FailedDelete", why)
+    assert refused_again.events == []  # reported once
+    assert refused_again.delete_pipeline and refused_again.status["reason"] == "DeadlineExceeded"  # TTL still due
+
+
+def test_a_refusal_that_persists_posts_no_event_per_try() -> None:
+    from pulsetrain_operator.lifecycle import refused
+
+    why = "creating pod p-worker-1 was refused: 403 Forbidden: exceeded quota"
+    stuck = pod(0, phase="Pending", ready=False, reason="Unschedulable: 0/1 nodes are available")
+    first = refused(run(spec(2), running_status(phase="Pending", reason="Created"), [stuck]), {}, "FailedCreate", why)
+    assert [e.reason for e in first.events] == ["WorkersNotStarting", "FailedCreate"]
+    again = run(spec(2), first.status, [stuck])
+    assert again.create == [1] and [e.reason for e in again.events] == ["WorkersNotStarting"]
+    assert refused(again, first.status, "FailedCreate", why).events == []
