@@ -253,8 +253,10 @@ class _Decision:
         creating = self.status.get("reason") == "FailedCreate"  # the attempt's pods are not all created yet
         if self.failed_worker():
             return
-        disrupted = sorted(p.name for p in self.current if p.deleting)  # we set stopReason when we delete one
-        if disrupted:
+        # a pod being deleted while no stop of ours is under way (we set stopReason when we delete one); after a
+        # spec change the restart below says so instead
+        disrupted = sorted(p.name for p in self.current if p.deleting)
+        if disrupted and self.status.get("attemptSpecHash") == self.obs.desired_hash:
             self.restart("WorkerDisrupted", f"worker pod(s) {', '.join(disrupted)} are being deleted (a node drain, an "
                          "eviction or kubectl delete): the gang stops gracefully and continues from its last "
                          "checkpoint", failure=False)

@@ -330,3 +330,9 @@ def test_a_refusal_that_persists_posts_no_event_per_try() -> None:
     again = run(spec(2), first.status, [stuck])
     assert again.create == [1] and [e.reason for e in again.events] == ["WorkersNotStarting"]
     assert refused(again, first.status, "FailedCreate", why).events == []
+
+
+def test_pods_deleting_after_a_spec_change_are_that_restart_not_a_disruption() -> None:
+    # the status patch of a SpecChanged restart was lost after its deletes: the next reconcile says why again
+    plan = run(spec(2), running_status(), [pod(0, deleting=True), pod(1, deleting=True)], desired_hash="h2")
+    assert plan.status["stopReason"] == "SpecChanged" and plan.status["restarts"] == 0
