@@ -92,11 +92,6 @@ class _Decision:
             self.plan.events.append(Event("Warning" if warning else "Normal", reason, message))
         self.status.update(phase=phase, reason=reason, message=message)
 
-    def requeue(self, seconds: float) -> None:
-        seconds = max(seconds, 0.5)
-        current = self.plan.requeue_after
-        self.plan.requeue_after = seconds if current is None else min(current, seconds)
-
     def stop(self, pods: list[WorkerPod], grace: int | None = None) -> None:
         for pod in pods:
             if pod.alive and not pod.deleting:
@@ -161,7 +156,7 @@ class _Decision:
             if remaining <= 0:
                 self.plan.delete_pipeline = True
             else:
-                self.requeue(remaining)
+                self.plan.requeue(remaining)
 
     def deadline_passed(self) -> bool:
         """Past `activeDeadlineSeconds` since `startTime` → Failed. As for a Job, the clock does not run while
@@ -173,7 +168,7 @@ class _Decision:
             return False
         remaining = parse_rfc3339(started) + int(deadline) - self.obs.now
         if remaining > 0:
-            self.requeue(remaining)
+            self.plan.requeue(remaining)
             return False
         self.stop(self.obs.pods)
         self.finish("Failed", "DeadlineExceeded",
@@ -205,7 +200,7 @@ class _Decision:
             return
         after = self.status.get("nextAttemptAfter")
         if after and parse_rfc3339(after) > self.obs.now:
-            self.requeue(parse_rfc3339(after) - self.obs.now)
+            self.plan.requeue(parse_rfc3339(after) - self.obs.now)
             return
         first = self.attempt == 0
         self.attempt += 1
@@ -323,7 +318,7 @@ class _Decision:
         oldest = min(stuck, key=lambda p: p.created_at)
         waited = self.obs.now - oldest.created_at
         if waited < limit:
-            self.requeue(limit - waited)
+            self.plan.requeue(limit - waited)
             return False
         self.stop(self.current, FAILURE_GRACE_SECONDS)
         detail = f": {oldest.reason}" if oldest.reason else ""
@@ -371,8 +366,10 @@ def refused(plan: Plan, before: Mapping[str, Any], reason: str, why: str) -> Pla
     events = [] if repeated else [e for e in plan.events if e.reason != "WorkersStarting"]
     if not repeated:
         events.append(Event("Warning", reason, why))
-    retry = min(plan.requeue_after or REFUSED_RETRY_SECONDS, REFUSED_RETRY_SECONDS)
-    return Plan(status=status, events=events, requeue_after=retry, delete_pipeline=plan.delete_pipeline)
+    retried = Plan(status=status, events=events, requeue_after=plan.requeue_after,
+                   delete_pipeline=plan.delete_pipeline)
+    retried.requeue(REFUSED_RETRY_SECONDS)
+    return retried
 
 
 def decide(obs: Observation) -> Plan:

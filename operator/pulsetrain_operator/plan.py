@@ -51,3 +51,8 @@ class Plan:
     delete_pipeline: bool = False
     requeue_after: float | None = None
     """Look again after this many seconds even if nothing changes (back-off end, TTL, deadline)."""
+
+    def requeue(self, seconds: float) -> None:
+        """Look again within `seconds` (at least 0.5 s), keeping an earlier time asked for already."""
+        seconds = max(seconds, 0.5)
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)

@@ -158,7 +158,7 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
             serving_status = {**(serving_status or {}), "message": str(exc)}
             if ((tp.get("status") or {}).get("serving") or {}).get("message") != str(exc):
                 plan.events.append(Event("Warning", exc.reason, str(exc)))
-            plan.requeue_after = min(plan.requeue_after or REFUSED_RETRY_SECONDS, REFUSED_RETRY_SECONDS)
+            plan.requeue(REFUSED_RETRY_SECONDS)
         if serving_status is None:
             status.pop("serving", None)
         else:
