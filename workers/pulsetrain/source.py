@@ -50,9 +50,8 @@ PREFETCH_BATCHES = 4  # decoded batches the receive thread may hold ahead of the
 # The broker stops dispatching to a consumer holding 50,000 unacknowledged messages, and to a whole
 # subscription holding 200,000 (Pulsar's defaults of maxUnackedMessagesPerConsumer/PerSubscription). A gang
 # that checkpoints rarely would wait for data that never comes (a continuous run for ever), so a commit is
-# due well before either: see `unacknowledged_limit` and SUBSCRIPTION_UNACKED_LIMIT.
+# due well before either: see `unacknowledged_limit` and `gang_flags.SUBSCRIPTION_UNACKED_LIMIT`.
 BROKER_UNACKED_PER_CONSUMER = 50_000
-SUBSCRIPTION_UNACKED_LIMIT = 150_000  # of the broker's 200,000 per subscription, summed over the gang
 
 
 @dataclass(frozen=True)

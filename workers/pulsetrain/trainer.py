@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,10 @@ from pulsetrain.commit_check import CommitCheck
 from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.cpus import size_tensorflow_pools
 from pulsetrain.export import export, latest_export_step
+from pulsetrain.gang_flags import Flags, GangFlags, stall_seconds
 from pulsetrain.ledger import Ledger, LedgerError
 from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
-from pulsetrain.source import SUBSCRIPTION_UNACKED_LIMIT, Rows, Source
+from pulsetrain.source import Rows, Source
 from pulsetrain.stats import batch_statistics, metric_values, statistic_size
 from pulsetrain.telemetry import Telemetry
 
@@ -63,23 +63,6 @@ def make_strategy() -> tf.distribute.Strategy:
 
 class TrainedTwice(RuntimeError):
     """Commits were refused MAX_REFUSED_COMMITS times in a row because messages were trained twice."""
-
-
-@dataclass(frozen=True)
-class Flags:
-    """Per-worker flags, all-reduced with SUM each iteration."""
-
-    rows: float
-    idle: float
-    stop: float
-    checkpoint_due: float
-    export_due: float
-    connection_lost: float
-    unacknowledged: float  # summed: the subscription's unacknowledged messages held by the gang
-
-    def vector(self) -> npt.NDArray[np.float32]:
-        return np.array([self.rows, self.idle, self.stop, self.checkpoint_due, self.export_due,
-                         self.connection_lost, self.unacknowledged], np.float32)
 
 
 class Trainer:
@@ -311,6 +294,7 @@ class Trainer:
             stats_window, rows_window, global_samples = np.zeros(self._stat_size), 0.0, trained
             dirty, local_rows, committed_local_rows, first_step_at, last_step_at = False, 0, 0, 0.0, 0.0
             refusals, stop, peers_had_rows = 0, 0.0, False
+            stall_after = stall_seconds(training.idle_timeout_seconds)
             finished_before = self._limit_reached(step, global_samples)
             if finished_before:
                 log.info("the restored checkpoint (step %d, %d samples) already reached the training limit: nothing "
@@ -333,9 +317,16 @@ class Trainer:
                     export_due=float(bool(export_s) and time.monotonic() - last_export >= (export_s or 0)),
                     connection_lost=float(source.connection_lost()),  # read after take(): see Source
                     unacknowledged=float(source.unacknowledged),
+                    stalled=float(source.idle_for() >= stall_after),
                 )
-                total_rows, idle, stop, checkpoint_due, export_due, lost, unacked = self.allreduce(flags.vector())
-                checkpoint_due = checkpoint_due or unacked >= SUBSCRIPTION_UNACKED_LIMIT
+                gang = GangFlags.of(self.allreduce(flags.vector()))
+                total_rows, idle, stop, export_due, lost = (gang.rows, gang.idle, gang.stop, gang.export_due,
+                                                            gang.connection_lost)
+                checkpoint_due = gang.commit_due(self.num_workers, dirty)
+                if gang.stalled_with_uncommitted(self.num_workers, dirty) and not lost:
+                    log.info("no worker has received a message for %.1fs: committing the %d message(s) not yet "
+                             "acknowledged (the broker may hold others back until they are)", stall_after,
+                             int(gang.unacknowledged))
                 peers_had_rows = total_rows > len(rows)
                 if lost:
                     step, global_samples = self._rollback(source, dirty)
