@@ -157,6 +157,42 @@ def test_restored_windows_merge_newest_with_newest_and_carry_forward(tmp_path: P
     assert Ledger.restore(tmp_path, "ckpt-4", keep_windows=2).covered == frozenset(ids("w0s3", "w1s3", "new"))
 
 
+def batched_id(entry: int, index: int, size: int) -> bytes:
+    """A serialized Pulsar message ID (ledger 127) of message `index` of an entry of `size` messages."""
+    return bytes([0x08, 0x7F, 0x10, entry, 0x20, index, 0x30, size])
+
+
+def test_windows_reaching_back_to_the_start_of_the_last_batch_entry_are_kept(tmp_path: Path) -> None:
+    # a 10-message entry trained 2 messages per commit: while it is unfinished its committed part must
+    # stay covered (the broker redelivers the entry whole), though keep_windows is 2
+    ledger = Ledger(keep_windows=2)
+    entry = [batched_id(5, i, 10) for i in range(10)]
+    for step, start in enumerate(range(0, 8, 2), 1):
+        ledger.record(entry[start:start + 2])
+        ledger.commit(tmp_path, f"ckpt-{step}", 0, num_workers=1)
+    assert ledger.covered == frozenset(entry[:8]) and len(ledger.windows) == 4
+    assert Ledger.restore(tmp_path, "ckpt-4", keep_windows=2).covered == frozenset(entry[:8])
+    # the entry finished and three unbatched messages later: back to two windows
+    ledger.record(entry[8:])
+    ledger.commit(tmp_path, "ckpt-5", 0, num_workers=1)
+    for step, name in enumerate(("a", "b", "c"), 6):
+        ledger.record(ids(name))
+        ledger.commit(tmp_path, f"ckpt-{step}", 0, num_workers=1)
+    assert ledger.covered == frozenset(ids("b", "c"))
+
+
+def test_merged_windows_count_as_the_smallest_workers_share(tmp_path: Path) -> None:
+    big, small = Ledger(keep_windows=1), Ledger(keep_windows=1)
+    entry = [batched_id(7, i, 6) for i in range(6)]
+    for step in (1, 2, 3):
+        big.record(ids(*(f"big-{step}-{i}" for i in range(10))))
+        big.commit(tmp_path, f"ckpt-{step}", 0, num_workers=2)
+        small.record(entry[2 * step - 2:2 * step])
+        small.commit(tmp_path, f"ckpt-{step}", 1, num_workers=2)
+    restored = Ledger.restore(tmp_path, "ckpt-3", keep_windows=1)
+    assert set(entry) <= restored.covered  # the small worker's unfinished entry, though 30 big IDs are newer
+
+
 def test_bad_arguments_name_what_is_allowed(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="keep_windows: 0 is not allowed; it must be at least 1"):
         Ledger(keep_windows=0)

@@ -17,7 +17,16 @@ the IDs of the last `keep_windows` checkpoint windows (default 3), and every fil
 windows its writer retains, so that they survive restarts too. A window in which this worker trained
 on nothing is not kept, so idle checkpoints do not push real windows out.
 
-IDs are opaque bytes (`pulsar.MessageId.serialize()`), so this module needs no Pulsar library.
+Why sometimes more windows: a producer that batches puts many messages into one entry, and a broker with
+Pulsar's default `acknowledgmentAtBatchIndexLevelEnabled=false` redelivers an entry whole unless every
+message in it was acknowledged. A worker trains an entry's messages in order, over as many windows as it
+takes, so when it stops with the last entry half committed, that entry's committed part may lie further
+back than `keep_windows` windows (seen in CI: a resumed run trained such messages twice). So a commit also
+keeps as many older windows as it takes to hold the last trained message's whole entry size
+(`message_ids.entry_size`); merged windows count as the smallest worker's share of them.
+
+IDs are opaque bytes (`pulsar.MessageId.serialize()`) but for the entry size read from them, so this
+module needs no Pulsar library.
 The file format (little-endian): magic `PTLEDGER`, version u16, worker index u32, number of workers
 u32, number of windows u32, a u32 that is 1 when the last window is this commit's new one (what
 `commit_check.py` reads); then per window an ID count u32, the IDs' lengths (u32 each) and the IDs
@@ -40,6 +49,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+
+from pulsetrain.message_ids import entry_size
 
 __all__ = ["Ledger", "LedgerError", "MissingLedger", "ledger_path", "read_checkpoint_ledgers"]
 
@@ -92,14 +103,16 @@ def ledger_path(checkpoint_dir: Path, checkpoint_name: str, worker_index: int) -
 class Ledger:
     """The message IDs one worker has trained on: pending (since the last commit) and covered.
 
-    Covered IDs are those inside a durable checkpoint, retained for the last `keep_windows` windows.
+    Covered IDs are those inside a durable checkpoint, retained for the last `keep_windows` windows, or
+    more while the last trained message's batch entry reaches further back (see the module docstring).
     """
 
     def __init__(self, keep_windows: int = 3) -> None:
         if keep_windows < 1:
             raise ValueError(f"keep_windows: {keep_windows} is not allowed; it must be at least 1")
         self.keep_windows = keep_windows
-        self._windows: deque[frozenset[bytes]] = deque(maxlen=keep_windows)
+        self._windows: deque[frozenset[bytes]] = deque()
+        self._shares: deque[int] = deque()  # per window: IDs one worker trained in it (the least, if merged)
         self._pending: dict[bytes, None] = {}  # an ordered set: acknowledged in the order trained
 
     def record(self, ids: Iterable[bytes]) -> None:
@@ -159,19 +172,31 @@ class Ledger:
             raise ValueError(f"worker_index: {worker_index} is out of range; allowed 0..{num_workers - 1} "
                              f"(num_workers={num_workers})")
         window = frozenset(self._pending)
+        if window:  # an idle commit keeps the windows as they are
+            self._windows.append(window)
+            self._shares.append(len(window))
+            self._trim(entry_size(next(reversed(self._pending))))
         windows = list(self._windows)
-        if window:
-            windows.append(window)
-        windows = windows[-self.keep_windows:]
         path = ledger_path(checkpoint_dir, checkpoint_name, worker_index)
         write_ledger(path, LedgerFile(worker_index=worker_index, num_workers=num_workers,
                                       windows=tuple(windows), fresh=bool(window)))
         acknowledge = list(self._pending)
-        self._windows = deque(windows, maxlen=self.keep_windows)
         self._pending = {}
         log.info("ledger %s: %d new message id(s), %d window(s) kept", path.name, len(acknowledge),
                  len(windows))
         return acknowledge
+
+    def _trim(self, tail_entry_size: int) -> None:
+        """Drop the oldest windows beyond `keep_windows`, but keep those the newest windows need to hold
+        `tail_entry_size` IDs: the last trained message's entry may reach back that far."""
+        kept, held = 0, 0
+        for share in reversed(self._shares):
+            if kept >= self.keep_windows and held >= tail_entry_size:
+                break
+            kept, held = kept + 1, held + share
+        while len(self._windows) > kept:
+            self._windows.popleft()
+            self._shares.popleft()
 
     @classmethod
     def restore(cls, checkpoint_dir: Path, checkpoint_name: str, keep_windows: int = 3) -> Ledger:
@@ -184,12 +209,13 @@ class Ledger:
         """
         loaded = read_checkpoint_ledgers(Path(checkpoint_dir), checkpoint_name)
         ledger = cls(keep_windows)
-        depth = min(keep_windows, max(len(f.windows) for f in loaded.values()))
-        merged: list[frozenset[bytes]] = []
+        depth = max(len(f.windows) for f in loaded.values())  # more than keep_windows: see `commit`
         for age in range(depth, 0, -1):  # oldest kept first
-            merged.append(frozenset().union(*(f.windows[-age] for f in loaded.values()
-                                                if len(f.windows) >= age)))
-        ledger._windows = deque(merged, maxlen=keep_windows)
+            ledger._windows.append(frozenset().union(*(f.windows[-age] for f in loaded.values()
+                                                         if len(f.windows) >= age)))
+            ledger._shares.append(min(len(f.windows[-age]) if len(f.windows) >= age else 0
+                                      for f in loaded.values()))
+        merged = ledger._windows
         log.info("ledger of %s restored from %d file(s): %d covered id(s) in %d window(s)",
                  checkpoint_name, len(loaded), len(ledger.covered), len(merged))
         return ledger
