@@ -35,6 +35,7 @@ class MemorySource:  # the interface of pulsetrain.source.Source that the traine
         self.labels = rng.integers(0, classes, rows).astype(np.int64)
         self.offset, self.buffered = 0, 0
         self.unavailable: str | None = None
+        self.partitions = 1
         self.id_prefix = b"%d-" % seed  # one per worker: the commit check refuses an ID in two workers' ledgers
 
     def fill(self, wanted: int, wait: bool = True) -> None:

@@ -52,3 +52,8 @@ def test_a_stalled_gang_commits_only_when_it_holds_uncommitted_messages(stalled:
     (None, STALL_COMMIT_SECONDS), (0, STALL_COMMIT_SECONDS), (60, STALL_COMMIT_SECONDS), (3, 1.5), (4, 2.0)])
 def test_a_stall_is_at_most_half_the_idle_timeout(idle_timeout: float | None, expected: float) -> None:
     assert stall_seconds(idle_timeout) == expected
+
+
+def test_a_gang_with_rows_left_to_train_is_not_stalled() -> None:
+    gang = gang_of(flags(stalled=1, rows=32), flags(stalled=1))  # one still trains from its buffer
+    assert not gang.stalled_with_uncommitted(2, dirty=True) and not gang.commit_due(2, dirty=True)

@@ -181,16 +181,34 @@ def test_windows_reaching_back_to_the_start_of_the_last_batch_entry_are_kept(tmp
     assert ledger.covered == frozenset(ids("b", "c"))
 
 
-def test_merged_windows_count_as_the_smallest_workers_share(tmp_path: Path) -> None:
-    big, small = Ledger(keep_windows=1), Ledger(keep_windows=1)
+def test_restored_windows_stay_until_this_workers_own_windows_hold_the_last_entry(tmp_path: Path) -> None:
     entry = [batched_id(7, i, 6) for i in range(6)]
-    for step in (1, 2, 3):
-        big.record(ids(*(f"big-{step}-{i}" for i in range(10))))
-        big.commit(tmp_path, f"ckpt-{step}", 0, num_workers=2)
-        small.record(entry[2 * step - 2:2 * step])
-        small.commit(tmp_path, f"ckpt-{step}", 1, num_workers=2)
-    restored = Ledger.restore(tmp_path, "ckpt-3", keep_windows=1)
-    assert set(entry) <= restored.covered  # the small worker's unfinished entry, though 30 big IDs are newer
+    stopped, other = Ledger(keep_windows=1), Ledger(keep_windows=1)
+    stopped.record(entry[:4])  # committed in part when the gang stopped
+    stopped.commit(tmp_path, "ckpt-1", 0, num_workers=2)
+    other.record(ids(*(f"other-{i}" for i in range(30))))
+    other.commit(tmp_path, "ckpt-1", 1, num_workers=2)
+    restored = Ledger.restore(tmp_path, "ckpt-1", keep_windows=1)
+    restored.record(entry[4:5])  # the entry came back whole: four skipped, one trained
+    restored.commit(tmp_path, "ckpt-2", 0, num_workers=1)
+    restored.record(entry[5:])
+    restored.commit(tmp_path, "ckpt-3", 0, num_workers=1)
+    assert set(entry) <= restored.covered  # the merged window of 34 IDs counts for none of the entry's 6
+    for i in range(3):
+        restored.record(ids(f"new-{i}"))
+        restored.commit(tmp_path, f"ckpt-{4 + i}", 0, num_workers=1)
+    assert restored.covered == frozenset(ids("new-2"))
+
+
+def test_every_partition_may_have_an_entry_under_way(tmp_path: Path) -> None:
+    ledger = Ledger(keep_windows=1)
+    for step in range(1, 6):
+        ledger.record([batched_id(step, 0, 3)])
+        ledger.commit(tmp_path, f"ckpt-{step}", 0, num_workers=1, partitions=2)
+    assert len(ledger.windows) == 5  # 5 IDs < 3 per entry x 2 partitions would have needed a sixth
+    ledger.record([batched_id(6, 0, 3)])
+    ledger.commit(tmp_path, "ckpt-6", 0, num_workers=1, partitions=2)
+    assert len(ledger.windows) == 6
 
 
 def test_bad_arguments_name_what_is_allowed(tmp_path: Path) -> None:

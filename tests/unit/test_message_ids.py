@@ -13,6 +13,8 @@ from pulsetrain.message_ids import UNKNOWN_BATCH_SIZE, entry_size
     ("087f1002", 1),  # unbatched
     ("08ffffffff0f10c0843d18022005309003", 400),  # multi-byte varints, partition 2, index 5 of 400
     ("087f10002005", UNKNOWN_BATCH_SIZE),  # a batch index without the size (older clients)
+    ("087f1000209f49", 9376),  # ... at an index beyond that default: at least that many
+    ("087f100020053080808080f0ffffffff01", UNKNOWN_BATCH_SIZE),  # a negative size, as a 10-byte varint
     ("087f10002a0201023007", 7),  # a length-delimited field (ack set) is skipped
 ])
 def test_entry_size_of_serialized_ids(serialized: str, size: int) -> None:

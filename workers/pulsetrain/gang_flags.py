@@ -48,15 +48,17 @@ class Flags:
 
 @dataclass(frozen=True)
 class GangFlags(Flags):
-    """The sums over the gang: the same on every worker, so every decision read from them is too."""
+    """The sums over the gang (flags become counts of workers): the same on every worker, so every decision
+    read from them is too."""
 
     @classmethod
     def of(cls, sums: npt.ArrayLike) -> GangFlags:
         return cls(*(float(x) for x in np.asarray(sums).ravel()))
 
     def stalled_with_uncommitted(self, num_workers: int, dirty: bool) -> bool:
-        """Every worker waits for messages while the gang holds trained ones it has not acknowledged."""
-        return dirty and self.stalled >= num_workers
+        """Every worker waits for messages, none has rows left to train, and the gang holds trained ones it
+        has not acknowledged."""
+        return dirty and self.stalled >= num_workers and self.rows == 0
 
     def commit_due(self, num_workers: int, dirty: bool) -> bool:
         """A commit is due by some worker's clock or limit, by the subscription's unacknowledged limit, or

@@ -22,8 +22,12 @@ Pulsar's default `acknowledgmentAtBatchIndexLevelEnabled=false` redelivers an en
 message in it was acknowledged. A worker trains an entry's messages in order, over as many windows as it
 takes, so when it stops with the last entry half committed, that entry's committed part may lie further
 back than `keep_windows` windows (seen in CI: a resumed run trained such messages twice). So a commit also
-keeps as many older windows as it takes to hold the last trained message's whole entry size
-(`message_ids.entry_size`); merged windows count as the smallest worker's share of them.
+keeps as many older windows as it takes to hold the last trained message's entry size
+(`message_ids.entry_size`) times the number of partitions the worker reads (each may have an entry
+under way, their messages interleaved). Windows restored from a checkpoint count for nothing there (which
+worker trained what is not known after the merge), so they stay until this worker's own windows reach
+that far. The one case left out: an entry redelivered after a restart only once this worker has trained
+that many other messages, and stopped again half committed.
 
 IDs are opaque bytes (`pulsar.MessageId.serialize()`) but for the entry size read from them, so this
 module needs no Pulsar library.
@@ -112,7 +116,7 @@ class Ledger:
             raise ValueError(f"keep_windows: {keep_windows} is not allowed; it must be at least 1")
         self.keep_windows = keep_windows
         self._windows: deque[frozenset[bytes]] = deque()
-        self._shares: deque[int] = deque()  # per window: IDs one worker trained in it (the least, if merged)
+        self._shares: deque[int] = deque()  # per window: the IDs this worker trained in it (0: restored)
         self._pending: dict[bytes, None] = {}  # an ordered set: acknowledged in the order trained
 
     def record(self, ids: Iterable[bytes]) -> None:
@@ -160,13 +164,14 @@ class Ledger:
         return list(self._windows)
 
     def commit(self, checkpoint_dir: Path, checkpoint_name: str, worker_index: int, *,
-               num_workers: int) -> list[bytes]:
+               num_workers: int, partitions: int = 1) -> list[bytes]:
         """Store the ledger of a just-saved checkpoint durably; return the IDs that may now be acked.
 
         Writes `{checkpoint_dir}/{checkpoint_name}.ledger-{worker_index}` atomically (temporary
         file, fsync, rename, fsync of the directory) with every kept window, the pending one last.
         `num_workers` (the gang size) goes into the file so that `restore` can tell whether every
         worker's file is there. Every worker must commit, even one that trained on nothing.
+        `partitions`: how many partitions of the topic this worker reads (see the module docstring).
         """
         if not 0 <= worker_index < num_workers:
             raise ValueError(f"worker_index: {worker_index} is out of range; allowed 0..{num_workers - 1} "
@@ -175,7 +180,7 @@ class Ledger:
         if window:  # an idle commit keeps the windows as they are
             self._windows.append(window)
             self._shares.append(len(window))
-            self._trim(entry_size(next(reversed(self._pending))))
+            self._trim(entry_size(next(reversed(self._pending))) * max(partitions, 1))
         windows = list(self._windows)
         path = ledger_path(checkpoint_dir, checkpoint_name, worker_index)
         write_ledger(path, LedgerFile(worker_index=worker_index, num_workers=num_workers,
@@ -186,12 +191,12 @@ class Ledger:
                  len(windows))
         return acknowledge
 
-    def _trim(self, tail_entry_size: int) -> None:
+    def _trim(self, reach: int) -> None:
         """Drop the oldest windows beyond `keep_windows`, but keep those the newest windows need to hold
-        `tail_entry_size` IDs: the last trained message's entry may reach back that far."""
+        `reach` IDs this worker trained: the entries under way may reach back that far."""
         kept, held = 0, 0
         for share in reversed(self._shares):
-            if kept >= self.keep_windows and held >= tail_entry_size:
+            if kept >= self.keep_windows and held >= reach:
                 break
             kept, held = kept + 1, held + share
         while len(self._windows) > kept:
@@ -213,11 +218,9 @@ class Ledger:
         for age in range(depth, 0, -1):  # oldest kept first
             ledger._windows.append(frozenset().union(*(f.windows[-age] for f in loaded.values()
                                                          if len(f.windows) >= age)))
-            ledger._shares.append(min(len(f.windows[-age]) if len(f.windows) >= age else 0
-                                      for f in loaded.values()))
-        merged = ledger._windows
+            ledger._shares.append(0)
         log.info("ledger of %s restored from %d file(s): %d covered id(s) in %d window(s)",
-                 checkpoint_name, len(loaded), len(ledger.covered), len(merged))
+                 checkpoint_name, len(loaded), len(ledger.covered), len(ledger._windows))
         return ledger
 
     @staticmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = ["UNKNOWN_BATCH_SIZE", "entry_size"]
 
 UNKNOWN_BATCH_SIZE = 1000  # a batched ID without its size (older clients): Pulsar's default batchingMaxMessages
+MAX_BATCH_SIZE = 1 << 20  # more is no batch size a client writes (a corrupt or negative field): taken as unknown
 _BATCH_INDEX, _BATCH_SIZE = 4, 6
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
@@ -25,9 +26,12 @@ def entry_size(message_id: bytes) -> int:
         fields = _varint_fields(message_id)
     except ValueError:
         return 1
-    if _BATCH_SIZE in fields:
-        return max(fields[_BATCH_SIZE], 1)
-    return UNKNOWN_BATCH_SIZE if _BATCH_INDEX in fields else 1
+    size = fields.get(_BATCH_SIZE, 0)
+    if 0 < size <= MAX_BATCH_SIZE:
+        return size
+    if _BATCH_INDEX not in fields:
+        return 1
+    return max(UNKNOWN_BATCH_SIZE, min(fields[_BATCH_INDEX], MAX_BATCH_SIZE) + 1)
 
 
 def _varint_fields(data: bytes) -> dict[int, int]:

@@ -108,6 +108,7 @@ class Source:
         self.buffered = 0
         self.last_message_at = time.monotonic()
         self.unavailable: str | None = None
+        self.partitions = 1  # of the topic, read on connecting: how many batch entries may be under way at once
         self._retry_at = 0.0
         self._backoff = 1.0
         self._received: queue.Queue[Received] = queue.Queue()
@@ -128,6 +129,7 @@ class Source:
             self.client = connect(pulsar_cfg)
             doing = f"subscribing to {pulsar_cfg.topic} as {pulsar_cfg.subscription!r}"
             self.consumer = subscribe(self.client, pulsar_cfg)
+            self.partitions = len(self.client.get_topic_partitions(pulsar_cfg.topic)) or 1
             doing = f"opening the dead-letter topic {pulsar_cfg.dlq_topic}"
             self.dead_letters = DeadLetters.open(self.client, pulsar_cfg)
         except ConfigError:  # a token file missing or empty: waiting will not fix it, the worker exits 2

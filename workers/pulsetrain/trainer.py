@@ -202,7 +202,8 @@ class Trainer:
         self._save_totals()
         name = self.store.save(step)
         self.barrier()  # the chief's checkpoint is written
-        to_ack = source.ledger.commit(self.store.directory, name, self.index, num_workers=self.num_workers)
+        to_ack = source.ledger.commit(self.store.directory, name, self.index, num_workers=self.num_workers,
+                                      partitions=source.partitions)
         self.barrier()  # every ledger is written
         refused, twice = 0.0, 0.0
         if self.is_chief:
@@ -323,10 +324,9 @@ class Trainer:
                 total_rows, idle, stop, export_due, lost = (gang.rows, gang.idle, gang.stop, gang.export_due,
                                                             gang.connection_lost)
                 checkpoint_due = gang.commit_due(self.num_workers, dirty)
-                if gang.stalled_with_uncommitted(self.num_workers, dirty) and not lost:
-                    log.info("no worker has received a message for %.1fs: committing the %d message(s) not yet "
-                             "acknowledged (the broker may hold others back until they are)", stall_after,
-                             int(gang.unacknowledged))
+                if gang.stalled_with_uncommitted(self.num_workers, dirty) and not lost and self.is_chief:
+                    log.info("no worker has received a message for %.1fs: committing what the gang trained, "
+                             "as the broker may hold messages back until those are acknowledged", stall_after)
                 peers_had_rows = total_rows > len(rows)
                 if lost:
                     step, global_samples = self._rollback(source, dirty)
