@@ -22,7 +22,7 @@ from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, Cu
 from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import RESTResponse
 
-from pulsetrain_operator.names import PIPELINE_LABEL
+from pulsetrain_operator.names import PIPELINE_LABEL, controller_uid
 
 log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "pulsetrain.dev", "v1alpha1", "trainingpipelines"
@@ -178,8 +178,7 @@ class Kube:
                 raise refused from exc
             raise
         owner = next((ref.uid for ref in current.metadata.owner_references or [] if ref.controller), None)
-        refs = body["metadata"].get("ownerReferences") or []
-        ours = next((ref["uid"] for ref in refs if ref.get("controller")), None)
+        ours = controller_uid(body["metadata"])
         if owner and ours and owner != ours:
             raise Refused(doing, f"a {kind} of that name still belongs to a deleted pipeline of the same name "
                           "(the garbage collector removes it soon)")

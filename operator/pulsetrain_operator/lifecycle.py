@@ -72,7 +72,7 @@ class _Decision:
         self.attempt = int(status["attempt"])
         # A deleted predecessor's pods (being stopped by the garbage collector) are none of this pipeline's
         # business, but hold the names its pods need: they are left alone, and creating waits until they are gone.
-        self.foreign = [p for p in obs.pods if obs.uid and p.owner_uid and p.owner_uid != obs.uid]
+        self.foreign = [p for p in obs.pods if not p.belongs_to(obs.uid)]
         own = [p for p in obs.pods if p not in self.foreign]
         self.current = [p for p in own if p.attempt == self.attempt]
         self.stale = [p for p in own if p.attempt != self.attempt]

@@ -137,6 +137,12 @@ def child_metadata(tp: Mapping[str, Any], name: str, labels: Mapping[str, str],
     return metadata
 
 
+def controller_uid(metadata: Mapping[str, Any]) -> str:
+    """The UID in an object's controller reference, "" when it has none: for a child, its pipeline's."""
+    return next((str(ref.get("uid") or "") for ref in metadata.get("ownerReferences") or [] if ref.get("controller")),
+                "")
+
+
 def owner_reference(tp: Mapping[str, Any]) -> dict[str, Any]:
     """The controller reference every child carries, so deleting the pipeline deletes them."""
     meta = tp["metadata"]

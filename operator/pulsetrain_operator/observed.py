@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pulsetrain.progress_doc import ProgressDocument, parse_rfc3339
-from pulsetrain_operator.names import ATTEMPT_LABEL, SPEC_HASH_ANNOTATION, WORKER_INDEX_LABEL
+from pulsetrain_operator.names import ATTEMPT_LABEL, SPEC_HASH_ANNOTATION, WORKER_INDEX_LABEL, controller_uid
 
 WORKER_CONTAINER = "worker"
 STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
@@ -66,6 +66,10 @@ class WorkerPod:
     """The UID of the pipeline that controls the pod: a pipeline deleted and applied again at once has a new UID,
     while its predecessor's pods, of the same names, may still be stopping."""
 
+    def belongs_to(self, uid: str) -> bool:
+        """Not a deleted predecessor's pod: controlled by the pipeline of `uid`, or by none that says otherwise."""
+        return not (uid and self.owner_uid and self.owner_uid != uid)
+
     @property
     def alive(self) -> bool:
         """Still holds (or may still start) a worker process."""
@@ -112,8 +116,7 @@ class WorkerPod:
             spec_hash=str((meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION, "")),
             created_at=parse_rfc3339(created) if created else 0.0, ip=status.get("podIP"),
             exit_code=int(exit_code) if exit_code is not None else None, outcome=outcome, reason=str(reason),
-            owner_uid=next((str(ref.get("uid") or "") for ref in meta.get("ownerReferences") or []
-                            if ref.get("controller")), ""),
+            owner_uid=controller_uid(meta),
         )
 
 

@@ -134,7 +134,7 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
     listed = kube.worker_pods(namespace, name) if status.get("attempt") else []
     pods = [p for p in (WorkerPod.from_pod(obj) for obj in listed) if p is not None]
     current_attempt, uid = int(status.get("attempt", 0)), str(tp["metadata"].get("uid") or "")
-    progress = _chief_progress([p for p in pods if p.attempt == current_attempt and p.owner_uid in ("", uid)],
+    progress = _chief_progress([p for p in pods if p.attempt == current_attempt and p.belongs_to(uid)],
                                spec, settings)  # not a deleted predecessor's chief
     obs = Observation(name=name, namespace=namespace, generation=int(tp["metadata"].get("generation", 0)),
                       spec=spec, status=status, pods=pods, desired_hash=spec_hash(tp, settings),
