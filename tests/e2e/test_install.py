@@ -53,6 +53,7 @@ RELEASE = "pulsetrain-e2e"  # its objects are named pulsetrain-e2e*, apart from 
 PLAIN = "pulsetrain"  # the release name the plain manifests are rendered with
 NAMESPACED_KINDS = "deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,roles,rolebindings"
 CLUSTER_KINDS = "clusterroles,clusterrolebindings"
+OTHER_OPERATOR_WAIT_SECONDS = 180  # an uninstalled operator's pod is gone in seconds; longer means a leak
 Obj = dict[str, Any]
 
 
@@ -80,9 +81,10 @@ def leftovers(cluster: Cluster, instance: str) -> list[str]:
     return found
 
 
-def operator_processes() -> list[int]:
-    """Host pids of running `python -m pulsetrain_operator` processes (the process kubelet runs pods on the host)."""
-    pids = []
+def operator_processes() -> dict[int, str]:
+    """Running `python -m pulsetrain_operator` processes (the process kubelet runs pods on the host): host pid →
+    command line."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -90,8 +92,8 @@ def operator_processes() -> list[int]:
             except OSError:
                 continue
             if b"-m" in argv and b"pulsetrain_operator" in argv:
-                pids.append(int(entry.name))
-    return pids
+                found[int(entry.name)] = b" ".join(argv).decode(errors="replace").strip()
+    return found
 
 
 def operator_pod(cluster: Cluster, instance: str, *, other_than: str | None = None, timeout: float = 240) -> Obj:
@@ -186,7 +188,14 @@ def sole_operator(testbed_cluster: Cluster) -> Iterator[None]:
     test bed also wait until no operator process runs at all (one that holds no lock, or a leak)."""
     with operator_lock():
         if testbed_cluster.host_ip is not None:
-            wait_until(lambda: not operator_processes(), 600, "no other pulsetrain operator process", interval=5)
+            try:
+                wait_until(lambda: not operator_processes(), OTHER_OPERATOR_WAIT_SECONDS,
+                           "no other pulsetrain operator process", interval=5)
+            except AssertionError:
+                running = "; ".join(f"pid {pid}: {argv}" for pid, argv in operator_processes().items())
+                raise AssertionError(
+                    f"pulsetrain operator processes still run after {OTHER_OPERATOR_WAIT_SECONDS}s ({running}): "
+                    "a leak from a test run that was killed? Stop them (`kill PID`) and run again") from None
         yield
 
 
