@@ -78,7 +78,7 @@ def bench_pipeline(name: str) -> dict[str, Any]:
                      "label": {"name": "digit", "dtype": "int64", "shape": []}},
             "model": {"task": "classification", "builtin": "mlp", "numClasses": 10, "mlp": {"hiddenUnits": [64]}},
             "training": {"workers": WORKERS, "batchSize": 64, "mode": "bounded", "seed": 7},
-            "storage": {"path": "/var/lib/pulsetrain"},  # no claim: an emptyDir, nothing to provision
+            "storage": {"claimName": "bench-data"},  # never provisioned: the pods are never scheduled
             "worker": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
                        "nodeSelector": dict(UNSCHEDULABLE)},
             "runPolicy": {"pendingTimeoutSeconds": PENDING_TIMEOUT_SECONDS},

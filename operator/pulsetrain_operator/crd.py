@@ -58,10 +58,10 @@ SINGULAR: Final = "trainingpipeline"
 NAME: Final = f"{PLURAL}.{GROUP}"
 SHORT_NAMES: Final = ("tp",)
 
-SERVING_NEEDS_A_CLAIM: Final = "!has(self.serving) || has(self.storage.claimName)"
+STORAGE_NEEDS_A_CLAIM: Final = "has(self.storage.claimName)"
 SERVING_WITHOUT_TTL: Final = ("!has(self.serving) || !has(self.runPolicy)"
                               " || !has(self.runPolicy.ttlSecondsAfterFinished)")
-CLUSTER_ONLY_RULES: Final = frozenset({SERVING_NEEDS_A_CLAIM, SERVING_WITHOUT_TTL})
+CLUSTER_ONLY_RULES: Final = frozenset({STORAGE_NEEDS_A_CLAIM, SERVING_WITHOUT_TTL})
 """CEL rules about pods sharing a volume and about deleting finished objects: they mean nothing on one machine,
 where `pulsetrain run` keeps every file under its state directory and deletes nothing, so it skips them."""
 CATEGORIES: Final = ("ml",)
@@ -256,7 +256,9 @@ def _storage() -> Schema:
     return _immutable(_object("Where the pipeline's files live: `{path}/{namespace}/{name}/` holds `checkpoints`, "
                               "`export` (one SavedModel per version) and `logs`.", {
         "claimName": _string("A PersistentVolumeClaim in the pipeline's namespace, mounted at `path` in every "
-                             "worker so that checkpoints and exported models outlive the pods.",
+                             "worker and predictor, so that all of them share the checkpoints and exported models "
+                             "and these outlive the pods. Required on a cluster (ReadWriteMany when the pods may "
+                             "land on several nodes); `pulsetrain run` keeps the files in its state directory.",
                              pattern=DNS_SUBDOMAIN_PATTERN, maxLength=253),
         "path": _string(f"Where the files go inside every worker (the claim's mount path). "
                         f"Default `{defaults.STORAGE_PATH}`.", pattern=ABSOLUTE_PATH_PATTERN,
@@ -280,9 +282,11 @@ def spec_schema() -> Schema:
         "runPolicy": run_policy_schema(),
         "serving": serving_schema(),
     }, required=["source", "data", "model", "storage"], rules=[
-        _rule(SERVING_NEEDS_A_CLAIM,
-              "serving needs storage.claimName: the predictors load the models the workers export, so both must "
-              "mount the same PersistentVolumeClaim (without one, every pod writes to its own emptyDir)",
+        _rule(STORAGE_NEEDS_A_CLAIM,
+              "storage.claimName is required: every worker and predictor mounts that PersistentVolumeClaim, because "
+              "the chief commits a checkpoint only once it reads every worker's files there, and the exported "
+              "models must outlive the pods (without a claim each pod would write to its own emptyDir); "
+              "ReadWriteMany when the pods may land on several nodes",
               field_path=".storage.claimName"),
         _rule(SERVING_WITHOUT_TTL,
               "runPolicy.ttlSecondsAfterFinished is not allowed with serving: deleting the finished pipeline would "

@@ -244,9 +244,8 @@ INVALID = [
     Invalid("serving-model-version-newest", {"spec.serving": {"inputTopic": "in", "outputTopic": "out",
                                                               "modelVersion": "newest"}}, "spec.serving.modelVersion",
             "'latest' or a version number"),
-    Invalid("serving-without-a-claim", {"spec.storage": {"path": "/data"},
-                                        "spec.serving": {"inputTopic": "in", "outputTopic": "out"}},
-            "spec.storage.claimName", "same PersistentVolumeClaim"),
+    Invalid("storage-without-a-claim", {"spec.storage": {"path": "/data"}}, "spec.storage.claimName",
+            "storage.claimName is required"),
     Invalid("serving-deleted-with-a-finished-pipeline", {
         "spec.runPolicy": {"ttlSecondsAfterFinished": 60}, "spec.serving": {"inputTopic": "in", "outputTopic": "out"}},
         "spec.runPolicy.ttlSecondsAfterFinished", "delete its predictors"),

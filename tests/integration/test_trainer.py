@@ -467,16 +467,33 @@ def test_broker_outage_is_reported_and_waited_out(pulsar_broker: PulsarURLs, tmp
         assert "the gang went back to step" in (tmp_path / f"worker-{index}.log").read_text()
 
 
-def test_messages_that_reach_two_workers_are_never_committed_twice(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
-    """Worker 1 is given another subscription, so it receives every message worker 0 does: a duplicate the
-    rollbacks cannot see. Each commit is refused (the chief finds the messages in both ledgers) and the gang
-    rolls back; after three refusals in a row both workers fail, naming the subscription to check."""
+WORKER_1_MISCONFIGURED = {
+    # another subscription: worker 1 receives every message worker 0 does, a duplicate the rollbacks cannot see
+    "another-subscription": (("source", "pulsar", "subscription"), "another", "were already trained by another worker",
+                             ("subscription 'trainer'", "subscription 'another'")),
+    # another checkpoint directory (on a cluster: no shared claim, an emptyDir per pod): the chief cannot read
+    # worker 1's ledger files, so it cannot tell what that worker trained
+    "unshared-checkpoints": (("storage", "checkpointDir"), "elsewhere", "missing ['ckpt-10.ledger-1']",
+                             ("one shared checkpoint directory",) * 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WORKER_1_MISCONFIGURED))
+def test_a_gang_that_cannot_commit_safely_never_commits(pulsar_broker: PulsarURLs, tmp_path: Path, case: str) -> None:
+    """Worker 1 is configured unlike worker 0 (see `WORKER_1_MISCONFIGURED`). Each commit is refused by the
+    chief's check of the ledgers and the gang rolls back; after three refusals in a row both workers fail with
+    `CommitsRefused`, and the message says what to fix."""
+    path, value, chief_says, outcomes_say = WORKER_1_MISCONFIGURED[case]
     topic = f"persistent://public/default/twice-{uuid.uuid4().hex[:8]}"
     _, payloads = digits_payloads(repeat=1)
     publish(pulsar_broker.service_url, topic, payloads)
     config = make_config(tmp_path, pulsar_broker.service_url, topic)
     doc = json.loads(config.read_text())
-    doc["source"]["pulsar"]["subscription"] = "another"
+    *parents, key = path
+    section = doc
+    for name in parents:
+        section = section[name]
+    section[key] = str(tmp_path / value) if key == "checkpointDir" else value
     other = tmp_path / "worker-1.json"
     other.write_text(json.dumps(doc))
     g = gang(tmp_path, config)
@@ -490,11 +507,10 @@ def test_messages_that_reach_two_workers_are_never_committed_twice(pulsar_broker
     logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
     assert codes == [1, 1], f"exit codes {codes}\n" + "\n".join(log[-3000:] for log in logs)
     assert committed(tmp_path) == 0
-    assert "ledgers of ckpt-10: " in logs[0] and "were already trained by another worker" in logs[0]
+    assert "ledgers of ckpt-10: " in logs[0] and chief_says in logs[0], logs[0][-3000:]
     for index, log in enumerate(logs):
         assert log.count("the commit of ckpt-10 was refused: ") == 3, log[-3000:]
         assert log.count("the gang went back to step 0") == 2
         outcome = json.loads((tmp_path / f"termination-{index}.json").read_text())
         assert outcome["state"] == "failed"
-        own = ("trainer", "another")[index]  # each names the subscription it was given
-        assert "TrainedTwice" in outcome["message"] and f"subscription '{own}'" in outcome["message"]
+        assert "CommitsRefused" in outcome["message"] and outcomes_say[index] in outcome["message"], outcome

@@ -30,7 +30,7 @@ from tests.integration.test_crd_validation import (
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_BY_DESIGN = {"service-url-missing"}  # the API server requires serviceUrl; locally it means "embedded"
-CLUSTER_ONLY = {"serving-without-a-claim", "serving-deleted-with-a-finished-pipeline"}  # crd.CLUSTER_ONLY_RULES
+CLUSTER_ONLY = {"storage-without-a-claim", "serving-deleted-with-a-finished-pipeline"}  # crd.CLUSTER_ONLY_RULES
 
 
 def refusal(document: dict[str, Any], **overrides: Any) -> str:
@@ -66,7 +66,7 @@ def test_refuses_what_the_api_server_refuses_in_its_words(case: Invalid) -> None
 @pytest.mark.parametrize("case", [c for c in INVALID if c.id in CLUSTER_ONLY],
                          ids=[c.id for c in INVALID if c.id in CLUSTER_ONLY])
 def test_cluster_only_rules_do_not_apply_on_one_machine(case: Invalid) -> None:
-    """Serving without a claim, or with a TTL, is refused by the API server but runs with `pulsetrain run`:
+    """Storage without a claim, or serving with a TTL, is refused by the API server but runs with `pulsetrain run`:
     one machine shares one state directory and deletes nothing."""
     check(edited(digits(), case.edits))
     assert len(CLUSTER_ONLY) == len(crd.CLUSTER_ONLY_RULES)

@@ -61,8 +61,8 @@ def make_strategy() -> tf.distribute.Strategy:
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
-class TrainedTwice(RuntimeError):
-    """Commits were refused MAX_REFUSED_COMMITS times in a row because messages were trained twice."""
+class CommitsRefused(RuntimeError):
+    """Commits were refused MAX_REFUSED_COMMITS times in a row: messages trained twice, or ledgers unreadable."""
 
 
 class Trainer:
@@ -103,6 +103,7 @@ class Trainer:
         # the last commit's ledger merged over all workers, as a restore or rollback read it; None after a commit
         self._merged: tuple[int | None, Ledger] | None = None
         self._check = CommitCheck((), config.training.keep_checkpoints)  # the chief's; reset at every restore
+        self._unreadable_ledgers = False  # why the last commit was refused: unreadable ledgers, not messages twice
         log_dir = config.storage.log_dir
         self.summaries = tf.summary.create_file_writer(log_dir) if log_dir and self.is_chief else None
 
@@ -222,6 +223,7 @@ class Trainer:
         self.store.tidy()
         if refused:
             self.telemetry.set_state("training")
+            self._unreadable_ledgers = not twice
             return (f"the commit of {name} was refused: {int(twice)} message(s) in it were trained twice"
                     if twice else f"the commit of {name} was refused: its ledgers could not be read back")
         self._merged = None  # source.ledger holds this worker's windows only now
@@ -229,6 +231,15 @@ class Trainer:
         self.telemetry.checkpointed(step, str(self.store.directory / name))
         self.telemetry.set_state("training")
         return None
+
+    def _refusal_advice(self) -> str:
+        if self._unreadable_ledgers:
+            return (f"the chief cannot read every worker's ledger file in {self.store.directory}; all workers must "
+                    "write to one shared checkpoint directory (on a cluster: storage.claimName, one "
+                    "PersistentVolumeClaim mounted by every worker)")
+        pulsar_cfg = self.config.source.pulsar
+        return (f"the same messages keep reaching more than one worker; every worker must consume subscription "
+                f"{pulsar_cfg.subscription!r} of {pulsar_cfg.topic}")
 
     def _restore(self, variables: bool) -> tuple[int | None, Ledger]:
         """The newest committed checkpoint (its variables too, if asked) and its ledger merged over all workers,
@@ -355,10 +366,7 @@ class Trainer:
                     if refusal is not None:
                         refusals += 1
                         if refusals >= MAX_REFUSED_COMMITS:
-                            raise TrainedTwice(
-                                f"{refusal}, {refusals} commits in a row: the same messages keep reaching more than "
-                                f"one worker; every worker must consume subscription "
-                                f"{self.config.source.pulsar.subscription!r} of {self.config.source.pulsar.topic}")
+                            raise CommitsRefused(f"{refusal}, {refusals} commits in a row: {self._refusal_advice()}")
                         step, global_samples = self._rollback(source, True, refusal)
                         dirty, local_rows = False, committed_local_rows
                         if stop:

@@ -175,8 +175,8 @@ def pod_volumes(tp: Mapping[str, Any], config_map: str) -> list[tuple[dict[str, 
 
 
 def _storage_volume(tp: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The claim at the storage path; without one, an emptyDir there (so the non-root worker can write),
-    unless the path is a URI (gs://, s3://, ...) that TensorFlow writes to itself."""
+    """The claim at the storage path. The CRD requires a claim; a pipeline stored before it did gets an emptyDir
+    there (so the non-root worker can write), which holds for one worker until its pod goes."""
     claim = spec_section(tp, "storage").get("claimName")
     root = storage_root(tp)
     if claim:
