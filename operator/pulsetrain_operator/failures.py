@@ -7,8 +7,9 @@ decides, and the condition message says which kind it was.
 
 Permanent: 2 (the worker refused its configuration), 126 (command not executable), 127 (command not
 found). Retryable: everything else, in particular 1 (an unexpected error, often a peer's failure seen
-through a collective), 3 (a peer did not come up before the deadline) and 128+N (killed by signal N,
-e.g. 137 for SIGKILL or an OOM kill).
+through a collective), 3 (a peer did not come up before the deadline), 4 (a bounded run got no message to
+train before its idle timeout: the producer may start late) and 128+N (killed by signal N, e.g. 137 for
+SIGKILL or an OOM kill).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pulsetrain_operator.defaults import RESTART_BACKOFF_CAP_SECONDS
 
 PERMANENT_EXIT_CODES = {2: "invalid worker configuration", 126: "command not executable",
                         127: "command not found"}
-_KNOWN = {1: "worker error", 3: "a peer worker did not come up in time"}
+_KNOWN = {1: "worker error", 3: "a peer worker did not come up in time",
+          4: "nothing trained: no message arrived before the idle timeout"}
 
 
 def is_permanent(exit_code: int) -> bool:

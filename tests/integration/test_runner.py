@@ -236,6 +236,25 @@ def test_a_failing_worker_fails_the_run_with_its_log(tmp_path: Path) -> None:
     assert "--- end of " in result.stdout and "no_such_module" in result.stdout  # the end of its log
 
 
+def test_a_bounded_run_that_gets_no_message_fails_without_exporting(pulsar_broker: PulsarURLs, tmp_path: Path) -> None:
+    """A topic nobody publishes to (a typo, a producer not started): the run fails with exit code 4 and says
+    where it read; no untrained model is exported (a predictor would serve it)."""
+    state = tmp_path / "state"
+    doc = yaml.safe_load(pipeline_file(tmp_path, serviceUrl=pulsar_broker.service_url).read_text())
+    doc["spec"]["training"]["idleTimeoutSeconds"] = 1
+    path = tmp_path / "empty.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = pulsetrain("run", str(path), "--state-dir", str(state), "--workers", "1", "--quiet")
+    assert result.returncode == 4, result.stdout + result.stderr
+    topic = doc["spec"]["source"]["pulsar"]["topic"]
+    assert "digits FAILED after" in result.stdout, result.stdout
+    assert "nothing trained, so nothing exported" in result.stdout and topic in result.stdout, result.stdout
+    assert "this worker received no message" in result.stdout
+    assert not (state / "export").exists() or not any((state / "export").iterdir())
+    final = ProgressDocument.from_json((state / "termination-0.json").read_text())
+    assert final.state == "failed" and final.step == 0 and final.last_export is None
+
+
 def test_serving_stage_answers_held_out_digits_after_training_until_ctrl_c(tmp_path: Path) -> None:
     """`spec.serving` on one machine: the predictor waits for the model, then answers until Ctrl-C (embedded
     broker: the predictor's subscription is on its own topic, so pulsar-lite serves it beside the worker)."""

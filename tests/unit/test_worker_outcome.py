@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from pulsetrain import worker
-from pulsetrain.outcome import MAX_BYTES, TerminationLog, stop_message, termination_document, unconfigured
+from pulsetrain.outcome import (
+    MAX_BYTES,
+    TerminationLog,
+    nothing_trained,
+    stop_message,
+    termination_document,
+    unconfigured,
+)
 from pulsetrain.progress_doc import CheckpointInfo, DeadLettered, ExportInfo, ProgressDocument
 from pulsetrain.telemetry import Telemetry
 
@@ -78,6 +85,18 @@ def test_stopped_is_a_state_telemetry_and_readers_accept() -> None:
 def test_stop_messages() -> None:
     assert stop_message(signal.SIGTERM) == "stopped on SIGTERM"
     assert stop_message(None) == "stopped: another worker of the gang was asked to stop"
+
+
+def test_nothing_trained_says_where_the_worker_read_and_what_it_got() -> None:
+    empty = str(nothing_trained("persistent://public/default/digitz", "trainer", "Earliest", 30, 0, 0))
+    assert "nothing trained, so nothing exported" in empty and "idleTimeoutSeconds (30s)" in empty
+    assert "received no message from persistent://public/default/digitz (subscription 'trainer', " \
+        "initialPosition Earliest)" in empty and "skips" not in empty
+    all_bad = str(nothing_trained("t", "s", "Earliest", 1.5, 7, 7))
+    assert "all 7 messages this worker received were dead-lettered" in all_bad and "(1.5s)" in all_bad
+    some = str(nothing_trained("t", "s", "Latest", 1, 3, 1))
+    assert "received 3 messages (1 dead-lettered)" in some
+    assert "initialPosition Latest (a new subscription at initialPosition Latest skips" in some
 
 
 def test_unconfigured_worker_reports_an_unknown_pipeline() -> None:

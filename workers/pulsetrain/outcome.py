@@ -27,7 +27,8 @@ from typing import Literal
 
 from pulsetrain.progress_doc import DeadLettered, ProgressDocument, rfc3339
 
-__all__ = ["MAX_BYTES", "Outcome", "TerminationLog", "stop_message", "termination_document", "unconfigured"]
+__all__ = ["MAX_BYTES", "NothingTrained", "Outcome", "TerminationLog", "nothing_trained", "stop_message",
+           "termination_document", "unconfigured"]
 
 log = logging.getLogger(__name__)
 MAX_BYTES = 4096
@@ -79,6 +80,29 @@ def unconfigured(worker: int, started: float, now: float) -> ProgressDocument:
     return ProgressDocument(pipeline=UNKNOWN_PIPELINE, worker=worker, is_chief=worker == 0, state="failed",
                             step=0, samples=0, messages_received=0, messages_acknowledged=0,
                             started_at=rfc3339(started), updated_at=rfc3339(now))
+
+
+class NothingTrained(RuntimeError):
+    """A bounded run ended without a single training step: there is no model to export, and a pipeline that
+    "succeeded" with an untrained one would hide a wrong topic or subscription (and serve random answers)."""
+
+
+def nothing_trained(topic: str, subscription: str, initial_position: str, idle_timeout_seconds: float,
+                    received: int, dead_lettered: int) -> NothingTrained:
+    """What to say when no step was trained: where the worker read, for how long it waited, and what it got."""
+    if received and received == dead_lettered:
+        got = f"all {received} messages this worker received were dead-lettered"
+    elif received:
+        got = f"this worker received {received} messages ({dead_lettered} dead-lettered)"
+    else:
+        got = "this worker received no message"
+    hint = (" (a new subscription at initialPosition Latest skips what the topic held before)"
+            if initial_position == "Latest" else "")
+    return NothingTrained(
+        f"nothing trained, so nothing exported: every worker was idle for idleTimeoutSeconds "
+        f"({idle_timeout_seconds:g}s) before a first step; {got} from {topic} (subscription {subscription!r}, "
+        f"initialPosition {initial_position}{hint}). Check the topic and subscription, or give a producer that "
+        "starts later a longer idleTimeoutSeconds")
 
 
 def stop_message(signum: int | None) -> str:

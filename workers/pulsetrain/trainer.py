@@ -39,6 +39,7 @@ from pulsetrain.export import export, latest_export_step
 from pulsetrain.gang_flags import Flags, GangFlags, stall_seconds
 from pulsetrain.ledger import Ledger, LedgerError
 from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
+from pulsetrain.outcome import nothing_trained
 from pulsetrain.source import Rows, Source
 from pulsetrain.stats import batch_statistics, metric_values, statistic_size
 from pulsetrain.telemetry import Telemetry
@@ -385,7 +386,12 @@ class Trainer:
                 missing = self.is_chief and latest_export_step(Path(self.config.storage.export_dir)) != step
                 if self.allreduce([float(missing)])[0]:
                     self._export(step, metrics)
-            elif training.mode == "bounded" or step > (restored_step or 0):
+            elif training.mode == "bounded" and not step and not stop:
+                progress, pulsar_cfg = self.telemetry.snapshot(), self.config.source.pulsar
+                raise nothing_trained(pulsar_cfg.topic, pulsar_cfg.subscription, pulsar_cfg.initial_position,
+                                      training.idle_timeout_seconds, progress.messages_received,
+                                      progress.dead_lettered.total)
+            elif step > (restored_step or 0) or (training.mode == "bounded" and step):
                 self._export(step, metrics)
             self.telemetry.set_state("finished")
             progress = self.telemetry.snapshot()

@@ -9,7 +9,8 @@ PATH` it leaves, however it exits, its final progress document there with the ou
 `finished`, `stopped` or `failed` (see `pulsetrain.outcome`).
 
 Exit codes: 0 done, 1 unexpected error (retryable), 2 invalid configuration (permanent),
-3 peers unreachable (retryable).
+3 peers unreachable (retryable), 4 a bounded run that trained nothing: no message before the idle timeout,
+so no model is exported (retryable: a producer may start late).
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from pathlib import Path
 from pulsetrain.config import ConfigError, TFConfig, TokenAuth, WorkerConfig, load_config_file, tf_config_from_env
 from pulsetrain.gc_tuning import freeze_long_lived
 from pulsetrain.http_server import serve
-from pulsetrain.outcome import TerminationLog, stop_message
+from pulsetrain.outcome import NothingTrained, TerminationLog, stop_message
 from pulsetrain.peers import PeerTimeout, parse_address, wait_for_peers
 from pulsetrain.pulsar_io import backlog
 from pulsetrain.stop_request import StopRequest
 from pulsetrain.telemetry import Telemetry
 
 log = logging.getLogger("pulsetrain.worker")
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_PEERS = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_PEERS, EXIT_NOTHING_TRAINED = 0, 1, 2, 3, 4
 BACKLOG_EVERY_S = 10.0
 PEER_DEADLINE_S = float(os.environ.get("PULSETRAIN_PEER_DEADLINE_SECONDS", "300"))
 
@@ -157,6 +158,11 @@ def run(args: argparse.Namespace, outcome: TerminationLog) -> int:
         outcome.report("failed", str(exc))
         log.error("%s", exc)
         return EXIT_PEERS
+    except NothingTrained as exc:
+        telemetry.set_state("failed", str(exc))
+        outcome.report("failed", str(exc))
+        log.error("%s", exc)
+        return EXIT_NOTHING_TRAINED
     except ConfigError as exc:
         telemetry.set_state("failed", str(exc))
         outcome.report("failed", f"invalid configuration: {exc}")

@@ -85,6 +85,13 @@ def test_failed_worker_restarts_the_whole_gang_with_backoff() -> None:
     assert plan.events[0].type == "Warning"
 
 
+def test_a_worker_that_trained_nothing_restarts_the_gang_and_says_why() -> None:
+    plan = run(spec(2), running_status(), [pod(0, phase="Failed", exit_code=4, ready=False), pod(1)])
+    assert plan.status["phase"] == "Restarting" and plan.status["stopReason"] == "WorkerFailed"
+    assert "exit code 4 (nothing trained: no message arrived before the idle timeout, retryable)" in \
+        plan.status["message"]
+
+
 def test_next_attempt_waits_for_old_pods_then_for_the_backoff() -> None:
     status = running_status(phase="Restarting", restarts=1, stopReason="WorkerFailed",
                             nextAttemptAfter=rfc3339(NOW + 5))
