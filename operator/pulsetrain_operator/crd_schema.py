@@ -25,8 +25,10 @@ Schema = dict[str, Any]
 SERVICE_URL_PATTERN: Final = r"^pulsar(\+ssl)?://"
 ADMIN_URL_PATTERN: Final = r"^https?://"
 HOOK_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
-TOPIC_PATTERN: Final = (r"^((persistent|non-persistent)://[^\s/]+/[^\s/]+/[^\s/]+"
+TOPIC_PATTERN: Final = (r"^(persistent://[^\s/]+/[^\s/]+/[^\s/]+"
                         r"|[^\s/:]+(/[^\s/:]+/[^\s/:]+)?)$")
+"""Persistent topics only: a non-persistent topic keeps no message for a redelivery, so neither the trainer's
+effectively-once nor the predictor's at-least-once could hold (the worker's parser uses this pattern too)."""
 SUBSCRIPTION_PATTERN: Final = r"^[^\s/]+$"
 FIELD_NAME_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$"
 CSV_DELIMITER_PATTERN: Final = r'^[^0-9.+eE"\r\n-]$'

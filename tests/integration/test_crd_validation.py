@@ -192,6 +192,8 @@ INVALID = [
     Invalid("learning-rate-zero", {"spec.model.learningRate": 0}, "spec.model.learningRate", "greater than 0"),
     Invalid("learning-rate-negative", {"spec.model.learningRate": -0.01}, "spec.model.learningRate", "greater"),
     Invalid("topic-missing", {"spec.source.pulsar.topic": DELETE}, "spec.source.pulsar.topic", "Required"),
+    Invalid("topic-non-persistent", {"spec.source.pulsar.topic": "non-persistent://public/default/digits"},
+            "spec.source.pulsar.topic", "should match"),
     Invalid("service-url-missing", {"spec.source.pulsar.serviceUrl": DELETE}, "spec.source.pulsar.serviceUrl",
             "Required"),
     Invalid("service-url-http", {"spec.source.pulsar.serviceUrl": "http://pulsar:6650"},

@@ -128,6 +128,8 @@ def test_the_documented_dtype_message() -> None:
     (lambda d: (d["model"].update(task="regression"), d["model"].pop("numClasses"),
                 d["data"]["label"].update(dtype="float32", shape=[2])),
      "data.label.shape: [2] is not allowed; task 'regression' predicts one value per record (shape [] or [1])"),
+    (lambda d: d["source"]["pulsar"].update(topic="non-persistent://public/default/digits"),
+     "source.pulsar.topic: 'non-persistent://public/default/digits' is not a persistent topic"),
     (lambda d: d["source"]["pulsar"].update(topic="digits", deadLetterTopic="persistent://public/default/digits"),
      "source.pulsar.deadLetterTopic: 'persistent://public/default/digits' is the training topic itself"),
     (lambda d: d["model"].update(custom="mymodels.build"),

@@ -104,7 +104,8 @@ class PulsarConfig:
     admin_url: str | None = None
     """`adminUrl`: optional `http(s)://` admin endpoint, used to read the backlog for progress reports."""
     topic: str
-    """`topic` (required): a short name (`digits`) or `persistent://tenant/namespace/topic`."""
+    """`topic` (required): a short name (`digits`) or `persistent://tenant/namespace/topic` (not `non-persistent`: such
+    a topic keeps no message to redeliver)."""
     subscription: str = "pulsetrain"
     """`subscription`: the one subscription all workers share. Default `pulsetrain`."""
     subscription_type: Literal["Shared", "KeyShared"] = "Shared"

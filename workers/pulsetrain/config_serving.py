@@ -12,9 +12,10 @@ from typing import Literal, cast
 
 from pulsetrain._fields import Problems, Section, describe, pattern_check
 from pulsetrain.config_model import ServingConfig, WorkerConfig
+from pulsetrain_operator.crd_schema import TOPIC_PATTERN
 
-TOPIC = pattern_check(r"(persistent|non-persistent)://[^\s/]+/[^\s/]+/[^\s/]+|[^\s/:]+(/[^\s/:]+/[^\s/:]+)?",
-                      "a topic name ('name', 'tenant/namespace/name' or 'persistent://tenant/namespace/name')")
+TOPIC = pattern_check(TOPIC_PATTERN, "a persistent topic ('name', 'tenant/namespace/name' or "
+                      "'persistent://tenant/namespace/name'; a non-persistent topic keeps no message to redeliver)")
 SUBSCRIPTION = pattern_check(r"[^\s/]+", "a subscription name (no spaces or '/')")
 
 
