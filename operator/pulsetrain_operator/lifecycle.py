@@ -202,6 +202,10 @@ class _Decision:
         if after and parse_rfc3339(after) > self.obs.now:
             self.plan.requeue(parse_rfc3339(after) - self.obs.now)
             return
+        if self.obs.config_refusal is not None:  # its pods would exit 2: say why now, and start none
+            self.finish("Failed", "InvalidSpec", f"the workers would refuse this pipeline: {self.obs.config_refusal}; "
+                        "delete it and create it again with that fixed")
+            return
         first = self.attempt == 0
         self.attempt += 1
         self.current = []

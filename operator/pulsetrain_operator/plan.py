@@ -31,6 +31,8 @@ class Observation:
     """The chief's live progress document, when it could be read."""
     uid: str = ""
     """The pipeline's UID: pods another UID controls belong to a deleted predecessor of the same name."""
+    config_refusal: str | None = None
+    """Why the workers would refuse the current spec (`builders.config.worker_refusal`), None if they would not."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 from pulsetrain.progress_doc import ProgressDocument
 from pulsetrain_operator import defaults
-from pulsetrain_operator.builders.config import metrics_port, storage_paths
+from pulsetrain_operator.builders.config import metrics_port, storage_paths, worker_refusal
 from pulsetrain_operator.builders.configmap import worker_config_map
 from pulsetrain_operator.builders.pod import spec_hash, worker_pod
 from pulsetrain_operator.builders.service import worker_service
@@ -139,7 +139,7 @@ def act(kube: Kube, settings: Settings, namespace: str, name: str,
     obs = Observation(name=name, namespace=namespace, generation=int(tp["metadata"].get("generation", 0)),
                       spec=spec, status=status, pods=pods, desired_hash=spec_hash(tp, settings),
                       export_dir=storage_paths(tp)["exportDir"], now=time.time() if now is None else now,
-                      progress=progress, uid=uid)
+                      progress=progress, uid=uid, config_refusal=worker_refusal(tp))
     plan = decide(obs)
     try:
         writes = write_children(kube, settings, tp, plan)

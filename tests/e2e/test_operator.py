@@ -250,6 +250,22 @@ def test_refused_and_unschedulable_pods_are_reported_on_the_pipeline(
     testbed_cluster.kubectl("delete", "tp", "nowhere", "-n", ml_namespace, "--wait=true", "--timeout=60s")
 
 
+def test_a_spec_the_workers_would_refuse_fails_at_once_without_pods(
+        testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
+        unique: Any) -> None:
+    """Metrics that do not fit the task pass the CRD's schema (free strings); the operator runs the workers'
+    parser on the spec and fails the pipeline, naming the field, instead of starting pods that would exit 2."""
+    body = pipeline("refused", pulsar_broker, unique("tp-refused"))
+    body["spec"]["model"]["metrics"] = ["auc"]
+    apply(testbed_cluster, ml_namespace, body)
+    failed = wait_phase(testbed_cluster, operator, ml_namespace, "refused", "Failed", 60)
+    assert failed["reason"] == "InvalidSpec", failed
+    assert failed["message"].startswith("the workers would refuse this pipeline: spec.model.metrics[0]: 'auc' is "
+                                        "not one of accuracy, top_k_accuracy"), failed
+    assert "InvalidSpec" in events(testbed_cluster, ml_namespace, "refused")
+    assert worker_pods(testbed_cluster, ml_namespace, "refused") == []
+
+
 def test_a_pipeline_deleted_and_applied_again_at_once_waits_for_its_predecessor(
         testbed_cluster: Cluster, operator: OperatorProcess, ml_namespace: str, pulsar_broker: PulsarURLs,
         unique: Any) -> None:

@@ -9,7 +9,10 @@ own directories, and `data`, `model` and `training` (less `workers`) are copied 
 Fields the operator itself relies on (subscription, subscription type, initial position, training mode)
 are written out with the defaults from `defaults.py` when absent, so the worker and the operator never
 act on different defaults. The other optional fields are copied only when present: the worker's own
-defaults apply. The result is not checked here; `pulsetrain.config.load_config` checks it.
+defaults apply. The result is not checked while it is built; `worker_refusal` runs it through the worker's own
+parser (`pulsetrain.config.load_config`), which knows what the CRD's schema cannot say (the metrics of a task,
+the label dtype a task needs, normalisation lengths), so that the operator can refuse a pipeline before any pod
+starts only to exit 2.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Final
 
+from pulsetrain.config import ConfigError, load_config
 from pulsetrain_operator import defaults
 
 TOKEN_DIR: Final = f"{defaults.SECRETS_DIR}/token"
@@ -136,3 +140,13 @@ def _training(training: Mapping[str, Any]) -> dict[str, Any]:
     out = {key: copy.deepcopy(value) for key, value in training.items() if key != "workers"}
     out["mode"] = training.get("mode") or defaults.MODE
     return out
+
+
+def worker_refusal(tp: Mapping[str, Any]) -> str | None:
+    """Why the workers would refuse the configuration built for `tp` (each problem with its path under `spec`),
+    or None when they would accept it."""
+    try:
+        load_config(worker_config(tp))
+    except ConfigError as exc:
+        return "; ".join(f"spec.{problem}" for problem in exc.problems)
+    return None

@@ -15,6 +15,7 @@ from pulsetrain_operator.builders.config import (
     PULSAR_MOUNTED,
     storage_paths,
     worker_config,
+    worker_refusal,
 )
 from pulsetrain_operator.crd import spec_schema
 from tests.unit.operator import samples
@@ -131,3 +132,12 @@ def test_storage_paths_under_given_root(path: str) -> None:
 def test_observability_port() -> None:
     assert worker_config(samples.minimal())["observability"] == {"port": defaults.METRICS_PORT}
     assert worker_config(samples.full())["observability"] == {"port": 9200}
+
+
+def test_worker_refusal_is_what_the_workers_parser_says_with_paths_under_spec() -> None:
+    assert worker_refusal(samples.full()) is None and worker_refusal(samples.minimal()) is None
+    bad = samples.edited(samples.minimal(), lambda spec: (spec["model"].update(metrics=["auc", "accuracy"]),
+                                                          spec["data"]["label"].update(dtype="float32")))
+    refusal = worker_refusal(bad)
+    assert refusal is not None and refusal.count("spec.") == 2, refusal
+    assert "spec.model.metrics[0]: 'auc' is not one of" in refusal and "spec.data.label.dtype: 'float32'" in refusal

@@ -40,9 +40,10 @@ def running_status(**extra: Any) -> dict[str, Any]:
 
 
 def run(spec_: dict[str, Any], status: dict[str, Any], pods: list[WorkerPod], *, desired_hash: str = HASH,
-        now: float = NOW) -> Plan:
+        now: float = NOW, config_refusal: str | None = None) -> Plan:
     return decide(Observation(name="p", namespace="ns", generation=4, spec=spec_, status=status, pods=pods,
-                              desired_hash=desired_hash, export_dir="/data/ns/p/export", now=now))
+                              desired_hash=desired_hash, export_dir="/data/ns/p/export", now=now,
+                              config_refusal=config_refusal))
 
 
 def condition(plan: Plan, type_: str) -> dict[str, Any]:
@@ -56,6 +57,19 @@ def test_new_pipeline_creates_every_worker_of_attempt_one() -> None:
     assert plan.status["attemptSpecHash"] == HASH and plan.status["observedGeneration"] == 4
     assert condition(plan, "Created")["status"] == "True"
     assert [e.reason for e in plan.events] == ["Created"]
+
+
+def test_a_spec_the_workers_would_refuse_fails_the_pipeline_before_any_pod() -> None:
+    refusal = "spec.model.metrics[0]: 'auc' is not one of accuracy, top_k_accuracy"
+    plan = run(spec(2), {}, [], config_refusal=refusal)
+    assert plan.create == [] and plan.status["phase"] == "Failed" and plan.status["reason"] == "InvalidSpec"
+    assert refusal in plan.status["message"] and "completionTime" in plan.status
+    assert condition(plan, "Failed")["status"] == "True"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
+    # the same when an edit of a mutable field makes the next attempt's spec one the workers would refuse
+    restarting = running_status(phase="Restarting", restarts=1, stopReason="WorkerFailed")
+    again = run(spec(2), restarting, [], config_refusal=refusal)
+    assert again.create == [] and again.status["phase"] == "Failed" and again.status["attempt"] == 1
 
 
 def test_reconcile_is_idempotent_once_pods_exist() -> None:
