@@ -223,6 +223,23 @@ def test_ctrl_c_stops_gracefully_and_the_next_run_resumes(pulsar_broker: PulsarU
     assert_trained_exactly_once([summary], payloads)
 
 
+def test_check_only_checks_and_names_what_a_cluster_would_refuse(tmp_path: Path) -> None:
+    result = pulsetrain("run", str(EXAMPLE), "--check", "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"{EXAMPLE}: valid; `pulsetrain run` would train digits with 1 worker(s) on the "
+                                    "embedded broker"), result.stdout
+    assert "a cluster's API server would refuse it: spec.storage.claimName: Invalid value" in result.stdout
+    assert "a cluster's API server would refuse it: spec.source.pulsar.serviceUrl: Required value" in result.stdout
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["spec"]["model"]["metrics"] = ["auc"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    refused = pulsetrain("run", str(bad), "--check")
+    assert refused.returncode == 2 and refused.stdout == "", refused.stdout
+    assert f"the worker would refuse {bad}: spec.model.metrics[0]: 'auc' is not one of" in refused.stderr
+
+
 def test_a_failing_worker_fails_the_run_with_its_log(tmp_path: Path) -> None:
     path = pipeline_file(tmp_path, serviceUrl="pulsar://127.0.0.1:1")  # nobody listens there: fine until it trains
     doc = yaml.safe_load(path.read_text())

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pulsetrain import datasets
 from pulsetrain.config import ConfigError, load_config, load_config_file
@@ -20,6 +21,9 @@ from pulsetrain.config_model import DataConfig, WorkerConfig
 from pulsetrain.embedded_broker import MAX_WORKERS as EMBEDDED_MAX_WORKERS
 from pulsetrain.embedded_broker import BrokerError
 from pulsetrain.produce import produce, read_file
+
+if TYPE_CHECKING:
+    from pulsetrain.pipeline_file import Pipeline
 
 FORMATS = ("raw", "json", "csv", "tfexample")
 
@@ -142,6 +146,26 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--grace-period", type=float, metavar="SECONDS",
                    help="how long stopping workers may take (default: runPolicy.terminationGracePeriodSeconds)")
     p.add_argument("--quiet", action="store_true", help="no progress line; only the summary")
+    p.add_argument("--check", action="store_true", help="only check the file (the CRD's schema and rules, then the "
+                   "workers' own checks) and say what a cluster's API server would also refuse; start nothing")
+
+
+def check_only(pipeline: Pipeline, path: Path) -> int:
+    """`pulsetrain run --check`: 0 when `pulsetrain run` would start the pipeline (notes on what a cluster would
+    refuse besides), 2 when the workers would refuse it."""
+    from pulsetrain import pipeline_file
+    from pulsetrain_operator.builders.config import worker_refusal
+
+    refusal = worker_refusal(pipeline.resource)
+    if refusal is not None:
+        print(f"pulsetrain run: the worker would refuse {path}: {refusal}", file=sys.stderr)
+        return 2
+    broker = "the embedded broker" if pipeline.embedded else pipeline.spec["source"]["pulsar"]["serviceUrl"]
+    workers = min(pipeline.workers, EMBEDDED_MAX_WORKERS) if pipeline.embedded else pipeline.workers
+    print(f"{path}: valid; `pulsetrain run` would train {pipeline.name} with {workers} worker(s) on {broker}")
+    for refused in pipeline_file.cluster_refusals(pipeline):
+        print(f"  a cluster's API server would refuse it: {refused}")
+    return 0
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -155,6 +179,8 @@ def run_run(args: argparse.Namespace) -> int:
         return 2
     for rule in pipeline.unchecked_rules:
         print(f"pulsetrain run: not checked (no CEL library): {rule}", file=sys.stderr)
+    if args.check:
+        return check_only(pipeline, args.pipeline)
     options = runner.RunOptions(state_dir=args.state_dir, admin_url=args.admin_url, secrets_dir=args.secrets_dir,
                                 quiet=args.quiet, grace_seconds=args.grace_period)
     return runner.run(pipeline, options)

@@ -7,8 +7,9 @@ is checked against the CRD's own schema (`pulsetrain_operator.crd.openapi_schema
 required and unknown fields. The CRD's CEL rules (`x-kubernetes-validations`) are evaluated with the
 `common-expression-language` package (the `local` extra) when it is installed, and listed as not
 checked otherwise; transition rules (`self == oldSelf`, the immutable fields) need a stored object and
-never apply to a file, and the cluster-only rules (`crd.CLUSTER_ONLY_RULES`: serving's shared claim, no TTL
-with serving) mean nothing on one machine. The worker configuration is then rendered by the operator's own builder
+never apply to a file, and the cluster-only rules (`crd.CLUSTER_ONLY_RULES`: the shared claim, no TTL with
+serving) mean nothing on one machine (`cluster_refusals` names them for `pulsetrain run --check`). The worker
+configuration is then rendered by the operator's own builder
 (`pulsetrain_operator.builders.config.worker_config`), with only what differs on one machine replaced:
 the storage paths (under the state directory), the broker (the embedded one, or `--service-url`), the
 HTTP endpoint (loopback) and where Secrets are read from.
@@ -27,7 +28,16 @@ from typing import Any
 
 import yaml
 
-from pulsetrain.structural import FieldError, apply_defaults, cel_rules, normalize, rule_error, validate, within
+from pulsetrain.structural import (
+    FieldError,
+    Rule,
+    apply_defaults,
+    cel_rules,
+    normalize,
+    rule_error,
+    validate,
+    within,
+)
 from pulsetrain_operator import crd, defaults
 from pulsetrain_operator.builders.config import worker_config as render_worker_config
 
@@ -151,6 +161,21 @@ def evaluate_rules(schema: Mapping[str, Any], resource: Any,
     server does, except the whole object's rule, which reads only `metadata.name` (checked before);
     without the `cel` module every rule is returned as not evaluated."""
     rules = [r for r in cel_rules(schema, resource) if not r.is_transition and r.rule not in crd.CLUSTER_ONLY_RULES]
+    return _evaluate(rules, errors)
+
+
+def cluster_refusals(pipeline: Pipeline) -> list[str]:
+    """What the API server would refuse on top of what `check` refuses (`pulsetrain run --check` shows it): the
+    cluster-only rules (`crd.CLUSTER_ONLY_RULES`) and a missing `serviceUrl` (a cluster has no embedded broker)."""
+    rules = [r for r in cel_rules(crd.openapi_schema(), pipeline.resource) if r.rule in crd.CLUSTER_ONLY_RULES]
+    refused, unchecked = _evaluate(rules, [])
+    found = [e.message for e in refused] + [f"not checked (no CEL library): {rule}" for rule in unchecked]
+    if pipeline.embedded:
+        found.append("spec.source.pulsar.serviceUrl: Required value: a cluster has no embedded broker")
+    return found
+
+
+def _evaluate(rules: list[Rule], errors: list[FieldError]) -> tuple[list[FieldError], list[str]]:
     try:
         import cel
     except ImportError:
