@@ -35,7 +35,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -110,12 +110,27 @@ def _dump_all(documents: Sequence[dict[str, Any]]) -> str:
     return CHART_HEADER + yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, width=100)
 
 
+HELM_ONLY_LABELS: Final = ("app.kubernetes.io/managed-by", "helm.sh/chart")
+"""Labels that say Helm manages an object: untrue of what `kubectl apply -f manifests/` creates."""
+
+
+def without_helm_labels(value: Any) -> Any:
+    """`value` with `HELM_ONLY_LABELS` left out of every `labels` map in it."""
+    if isinstance(value, dict):
+        return {key: ({k: v for k, v in item.items() if k not in HELM_ONLY_LABELS}
+                      if key == "labels" and isinstance(item, dict) else without_helm_labels(item))
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_helm_labels(item) for item in value]
+    return value
+
+
 def render_rbac() -> str:
-    return _dump_all([doc for doc in chart_objects() if doc["kind"] in RBAC_KINDS])
+    return _dump_all([without_helm_labels(doc) for doc in chart_objects() if doc["kind"] in RBAC_KINDS])
 
 
 def render_operator() -> str:
-    return _dump_all([doc for doc in chart_objects() if doc["kind"] not in RBAC_KINDS])
+    return _dump_all([without_helm_labels(doc) for doc in chart_objects() if doc["kind"] not in RBAC_KINDS])
 
 
 def render_namespace() -> str:
