@@ -63,6 +63,12 @@ def worker_schema() -> Schema:
         "env": _array("Extra environment variables of every worker container.", _env_var(), map_keys=["name"]),
         "serviceAccountName": _string("The service account the worker pods run as.",
                                       pattern=DNS_SUBDOMAIN_PATTERN, maxLength=253),
+        "imagePullSecrets": _array(
+            "Secrets in the pipeline's namespace to pull the image with (worker and predictor pods), as in a Pod. "
+            "Default: the operator's `PULSETRAIN_WORKER_IMAGE_PULL_SECRETS` (the chart's `workerImage.pullSecrets`).",
+            _object("A kubernetes.io/dockerconfigjson Secret.", {
+                "name": _string("The Secret's name.", pattern=DNS_SUBDOMAIN_PATTERN, maxLength=253),
+            }, required=["name"]), map_keys=["name"]),
         "port": _int(f"The collective (gRPC) port in `TF_CONFIG`. Default {defaults.COLLECTIVE_PORT}.",
                      ge=1, le=65535, default=defaults.COLLECTIVE_PORT),
         "metricsPort": _int(f"The port of `/metrics`, `/progress`, `/healthz` and `/readyz`. "

@@ -16,6 +16,10 @@ class SettingsError(ValueError):
     """An operator environment variable holds a value it cannot use; the message names the variable."""
 
 
+def _names(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in environ.get(name, "").split(",") if n.strip())
+
+
 def _number(environ: Mapping[str, str], name: str, default: float, minimum: float) -> float:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -33,6 +37,9 @@ def _number(environ: Mapping[str, str], name: str, default: float, minimum: floa
 class Settings:
     worker_image: str = "ghcr.io/pulsetrain/worker:0.1.0"
     """PULSETRAIN_WORKER_IMAGE: the worker image used when a pipeline's `spec.worker.image` is empty."""
+    worker_image_pull_secrets: tuple[str, ...] = ()
+    """PULSETRAIN_WORKER_IMAGE_PULL_SECRETS: comma-separated names of the Secrets worker and predictor pods pull
+    their image with when a pipeline's `spec.worker.imagePullSecrets` is empty (each in the pipeline's namespace)."""
     namespaces: tuple[str, ...] = ()
     """PULSETRAIN_NAMESPACES: comma-separated namespaces to watch; empty means the whole cluster."""
     progress_interval_seconds: float = 3.0
@@ -45,10 +52,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        namespaces = tuple(n.strip() for n in env.get("PULSETRAIN_NAMESPACES", "").split(",") if n.strip())
         return cls(
             worker_image=env.get("PULSETRAIN_WORKER_IMAGE", "").strip() or cls.worker_image,
-            namespaces=namespaces,
+            worker_image_pull_secrets=_names(env, "PULSETRAIN_WORKER_IMAGE_PULL_SECRETS"),
+            namespaces=_names(env, "PULSETRAIN_NAMESPACES"),
             progress_interval_seconds=_number(env, "PULSETRAIN_PROGRESS_INTERVAL", cls.progress_interval_seconds, 0.1),
             progress_timeout_seconds=_number(env, "PULSETRAIN_PROGRESS_TIMEOUT", cls.progress_timeout_seconds, 0.1),
             metrics_port=int(_number(env, "PULSETRAIN_OPERATOR_METRICS_PORT", cls.metrics_port, 0)),

@@ -156,12 +156,14 @@ def test_values_switch_parts_off_and_rename(helm: str) -> None:
                        "--set", "serviceAccount.name=ops-bot", "--set", "image.tag=1.2.3",
                        "--set", "workerImage.repository=registry.example/pt/worker", "--set", "workerImage.tag=dev",
                        "--set", "podLabels.team=ml", "--set", "podLabels.app\\.kubernetes\\.io/name=evil",
-                       "--set-json", "progressIntervalSeconds=0.5")
+                       "--set-json", "progressIntervalSeconds=0.5",
+                       "--set-json", 'workerImage.pullSecrets=[{"name": "regcred"}, {"name": "mirror"}]')
     kinds = {o["kind"] for o in objects}
     assert "Service" not in kinds and "ServiceAccount" not in kinds
     c = container(objects)
     assert env(c)["PULSETRAIN_OPERATOR_METRICS_PORT"] == "0" and [p["name"] for p in c["ports"]] == ["health"]
     assert env(c)["PULSETRAIN_WORKER_IMAGE"] == "registry.example/pt/worker:dev"
+    assert env(c)["PULSETRAIN_WORKER_IMAGE_PULL_SECRETS"] == "regcred,mirror"
     assert env(c)["PULSETRAIN_PROGRESS_INTERVAL"] == "0.5"
     assert c["image"] == "pulsetrain/operator:1.2.3"
     template_meta = find(objects, "Deployment", "pulsetrain", "pulsetrain-system")["spec"]["template"]
@@ -252,6 +254,7 @@ BAD_VALUES = [
     ("resources: {claims: []}", "at '/resources': additional properties 'claims' not allowed"),
     ("tolerations: [{key: gpu, operator: Maybe}]", "at '/tolerations/0/operator': value must be one of"),
     ("imagePullSecrets: [regcred]", "at '/imagePullSecrets/0': got string, want object"),
+    ("workerImage: {pullSecrets: [{name: Reg_Cred}]}", "at '/workerImage/pullSecrets/0/name': 'Reg_Cred' does not"),
     ("serviceAccount: {name: Ops_Bot}", "at '/serviceAccount/name': 'Ops_Bot' does not match pattern"),
     # the chart's Roles on a ServiceAccount it does not create: not the namespace's "default" one
     ("serviceAccount: {create: false}", "at '/serviceAccount/name': minLength: got 0, want 1"),

@@ -100,3 +100,12 @@ runAsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* A list of {name: ...} objects (image pull Secrets) as comma-separated names. */}}
+{{- define "pulsetrain.names" -}}
+{{- $names := list -}}
+{{- range . -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}

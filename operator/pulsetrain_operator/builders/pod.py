@@ -58,7 +58,7 @@ RESERVED_ENV: Final = ("TF_CONFIG", "PULSETRAIN_PIPELINE", "PULSETRAIN_NAMESPACE
 """Variables the operator sets before the user's `spec.worker.env` (a later duplicate would override them)."""
 READINESS_PATH: Final = "/readyz"
 HASH_LENGTH: Final = 16
-_SCHEDULING: Final = ("serviceAccountName", "nodeSelector", "tolerations", "affinity")
+_FROM_WORKER_SPEC: Final = ("serviceAccountName", "nodeSelector", "tolerations", "affinity", "imagePullSecrets")
 
 
 def worker_image(tp: Mapping[str, Any], settings: Settings) -> str:
@@ -87,7 +87,6 @@ def worker_pod(tp: Mapping[str, Any], index: int, attempt: int, settings: Settin
 
 def _pod_spec(tp: Mapping[str, Any], index: int, settings: Settings) -> dict[str, Any]:
     name, _ = identity(tp)
-    worker = spec_section(tp, "worker")
     volumes = pod_volumes(tp, config_map_name(name))
     spec: dict[str, Any] = {
         "hostname": pod_name(name, index),
@@ -101,8 +100,18 @@ def _pod_spec(tp: Mapping[str, Any], index: int, settings: Settings) -> dict[str
         "containers": [_container(tp, index, settings, [mount for _, mount in volumes])],
         "volumes": [volume for volume, _ in volumes],
     }
-    spec.update({key: copy.deepcopy(worker[key]) for key in _SCHEDULING if worker.get(key)})
+    spec.update(pod_settings(tp, settings))
     return spec
+
+
+def pod_settings(tp: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The pod-level fields of `spec.worker` that worker and predictor pods share (service account, scheduling,
+    image pull Secrets, else the operator's `PULSETRAIN_WORKER_IMAGE_PULL_SECRETS`), set only when given."""
+    worker = spec_section(tp, "worker")
+    found = {key: copy.deepcopy(worker[key]) for key in _FROM_WORKER_SPEC if worker.get(key)}
+    if "imagePullSecrets" not in found and settings.worker_image_pull_secrets:
+        found["imagePullSecrets"] = [{"name": name} for name in settings.worker_image_pull_secrets]
+    return found
 
 
 def _container(tp: Mapping[str, Any], index: int, settings: Settings,

@@ -23,6 +23,7 @@ from pulsetrain_operator.builders.config import identity, metrics_port, spec_sec
 from pulsetrain_operator.builders.pod import (
     container_security_context,
     pod_security_context,
+    pod_settings,
     pod_volumes,
     worker_image,
 )
@@ -40,7 +41,6 @@ CONTAINER_NAME: Final = "predictor"
 CONFIG_HASH_ANNOTATION: Final = "pulsetrain.dev/config-hash"
 _NOT_FOR_THE_PREDICTOR: Final = ("replicas", "resources")
 """`spec.serving` fields the operator applies itself (to the Deployment), not the predictor process."""
-_SCHEDULING: Final = ("serviceAccountName", "nodeSelector", "tolerations", "affinity")
 
 
 def serving_spec(tp: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -123,7 +123,7 @@ def predictor_deployment(tp: Mapping[str, Any], settings: Settings) -> dict[str,
         "containers": [container],
         "volumes": [volume for volume, _ in volumes],
     }
-    pod_spec.update({key: copy.deepcopy(worker[key]) for key in _SCHEDULING if worker.get(key)})
+    pod_spec.update(pod_settings(tp, settings))
     labels = predictor_labels(name)
     return {
         "apiVersion": "apps/v1",

@@ -58,6 +58,7 @@ FULL_SPEC: dict[str, Any] = {
         "env": [{"name": "FOO", "value": "bar"},
                 {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "1"}],
         "serviceAccountName": "trainer",
+        "imagePullSecrets": [{"name": "registry-example"}],
         "port": 3333,
         "metricsPort": 9200,
     },

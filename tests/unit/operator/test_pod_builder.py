@@ -108,12 +108,22 @@ def test_operator_image_setting_used_when_spec_has_none() -> None:
 
 
 def test_scheduling_fields_passed_through_only_when_set() -> None:
-    keys = {"serviceAccountName", "nodeSelector", "tolerations", "affinity"}
+    keys = {"serviceAccountName", "nodeSelector", "tolerations", "affinity", "imagePullSecrets"}
     full = worker_pod(samples.full(), 0, 0, SETTINGS)["spec"]
     assert {k: full[k] for k in keys} == {k: samples.FULL_SPEC["worker"][k] for k in keys}
     assert not keys & worker_pod(samples.minimal(), 0, 0, SETTINGS)["spec"].keys()
     empty = samples.edited(samples.minimal(), lambda s: s.update(worker={"nodeSelector": {}, "tolerations": []}))
     assert not keys & worker_pod(empty, 0, 0, SETTINGS)["spec"].keys()
+
+
+def test_image_pull_secrets_from_the_spec_else_the_operator_setting() -> None:
+    mirror = Settings(worker_image="mirror.example/worker:9", worker_image_pull_secrets=("mirror-a", "mirror-b"))
+    assert worker_pod(samples.minimal(), 0, 0, mirror)["spec"]["imagePullSecrets"] == [
+        {"name": "mirror-a"}, {"name": "mirror-b"}]
+    assert worker_pod(samples.full(), 0, 0, mirror)["spec"]["imagePullSecrets"] == [{"name": "registry-example"}]
+    from_env = Settings.from_env({"PULSETRAIN_WORKER_IMAGE_PULL_SECRETS": " a, ,b "})
+    assert from_env.worker_image_pull_secrets == ("a", "b")
+    assert Settings.from_env({}).worker_image_pull_secrets == ()
 
 
 def test_termination_grace_period() -> None:

@@ -98,3 +98,15 @@ def test_only_what_the_predictors_run_rolls_them() -> None:
     assert rolled(lambda spec: spec["data"].update(format="json"))
     assert rolled(lambda spec: spec["serving"].update(resources={"limits": {"cpu": "2"}}))
     assert "training" not in predictor_config(samples.serving())
+
+
+def test_predictor_pods_share_the_workers_pod_settings() -> None:
+    """Service account, scheduling and image pull Secrets: the predictors run the workers' image."""
+    mirror = Settings(worker_image="mirror.example/worker:9", worker_image_pull_secrets=("mirror-a",))
+    spec = pod_template(predictor_deployment(samples.edited(samples.full(), lambda s: s.update(
+        serving=samples.serving()["spec"]["serving"])), mirror))["spec"]
+    worker = samples.FULL_SPEC["worker"]
+    for key in ("serviceAccountName", "nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
+        assert spec[key] == worker[key], key
+    assert pod_template(predictor_deployment(samples.serving(), mirror))["spec"]["imagePullSecrets"] == [
+        {"name": "mirror-a"}]
