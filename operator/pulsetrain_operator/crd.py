@@ -58,7 +58,7 @@ SINGULAR: Final = "trainingpipeline"
 NAME: Final = f"{PLURAL}.{GROUP}"
 SHORT_NAMES: Final = ("tp",)
 
-STORAGE_NEEDS_A_CLAIM: Final = "has(self.storage.claimName)"
+STORAGE_NEEDS_A_CLAIM: Final = "has(self.claimName)"  # on spec.storage
 SERVING_WITHOUT_TTL: Final = ("!has(self.serving) || !has(self.runPolicy)"
                               " || !has(self.runPolicy.ttlSecondsAfterFinished)")
 CLUSTER_ONLY_RULES: Final = frozenset({STORAGE_NEEDS_A_CLAIM, SERVING_WITHOUT_TTL})
@@ -263,7 +263,16 @@ def _storage() -> Schema:
         "path": _string(f"Where the files go inside every worker (the claim's mount path). "
                         f"Default `{defaults.STORAGE_PATH}`.", pattern=ABSOLUTE_PATH_PATTERN,
                         default=defaults.STORAGE_PATH),
-    }), "spec.storage", "checkpoints and exported models stay where they were written")
+    }, rules=[
+        # on the immutable storage object, not on spec: a pipeline stored before the rule existed keeps its storage,
+        # so validation ratcheting (Kubernetes 1.30+) lets its other fields and its status be updated
+        _rule(STORAGE_NEEDS_A_CLAIM,
+              "storage.claimName is required: every worker and predictor mounts that PersistentVolumeClaim, because "
+              "the chief commits a checkpoint only once it reads every worker's files there, and the exported "
+              "models must outlive the pods (without a claim each pod would write to its own emptyDir); "
+              "ReadWriteMany when the pods may land on several nodes",
+              field_path=".claimName"),
+    ]), "spec.storage", "checkpoints and exported models stay where they were written")
 
 
 def spec_schema() -> Schema:
@@ -282,12 +291,6 @@ def spec_schema() -> Schema:
         "runPolicy": run_policy_schema(),
         "serving": serving_schema(),
     }, required=["source", "data", "model", "storage"], rules=[
-        _rule(STORAGE_NEEDS_A_CLAIM,
-              "storage.claimName is required: every worker and predictor mounts that PersistentVolumeClaim, because "
-              "the chief commits a checkpoint only once it reads every worker's files there, and the exported "
-              "models must outlive the pods (without a claim each pod would write to its own emptyDir); "
-              "ReadWriteMany when the pods may land on several nodes",
-              field_path=".storage.claimName"),
         _rule(SERVING_WITHOUT_TTL,
               "runPolicy.ttlSecondsAfterFinished is not allowed with serving: deleting the finished pipeline would "
               "delete its predictors too",

@@ -143,6 +143,13 @@ class _Decision:
                 f"the pipeline has finished ({self.status['phase']}); a changed spec starts nothing: delete and "
                 "re-create it to train again (it resumes from its last checkpoint)"))
 
+    def spec_refused(self) -> None:
+        """An edit the workers would refuse, made while a gang runs: say so once per edit, and keep the gang."""
+        if self.obs.status.get("observedGeneration") != self.obs.generation:
+            self.plan.events.append(Event(
+                "Warning", "SpecRefused", f"the workers would refuse the changed spec ({self.obs.config_refusal}); "
+                "the running workers go on with the spec they started with; fix or revert the change"))
+
     def cleanup(self) -> None:
         policy = self.run_policy.get("cleanPodPolicy", defaults.CLEAN_POD_POLICY)
         if policy == "All":
@@ -265,7 +272,9 @@ class _Decision:
             return
         if missing and (creating or not started):
             self.plan.create = [i for i in missing if i < self.desired]
-        if self.status.get("attemptSpecHash") != self.obs.desired_hash:
+        if self.status.get("attemptSpecHash") != self.obs.desired_hash and self.obs.config_refusal is not None:
+            self.spec_refused()  # a restart would start nothing: the running gang goes on with the spec it has
+        elif self.status.get("attemptSpecHash") != self.obs.desired_hash:
             workers = len(present)
             reason = "Rescaling" if workers != self.desired else "SpecChanged"
             self.restart(reason, f"the spec changed ({workers} → {self.desired} workers)" if reason == "Rescaling"

@@ -318,3 +318,35 @@ def test_status_is_a_subresource_with_its_schema(cluster: Cluster, namespace: st
                               "--subresource=status", "--type=merge", "-p", '{"status": {"phase": "Done"}}',
                               check=False)
     assert refused.returncode != 0 and "status.phase" in refused.stderr, refused.stderr
+
+
+def _apply_crd(cluster: Cluster, document: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=pulsetrain-tests", "-f", "-",
+                    input=json.dumps(document))
+
+
+def test_a_pipeline_stored_before_the_claim_was_required_can_still_be_updated(cluster: Cluster,
+                                                                              namespace: str) -> None:
+    """An upgrade of the CRD: a pipeline created without `storage.claimName` before the rule existed keeps its
+    (immutable) storage, and validation ratcheting lets its other fields and its status change; a new pipeline
+    without a claim is refused."""
+    claimless = edited(digits(), {"spec.storage": {"path": "/data"}, "metadata.name": "claimless"})
+    current = yaml.safe_load(CRD_MANIFEST.read_text())
+    before = copy.deepcopy(current)
+    storage = before["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["storage"]
+    storage["x-kubernetes-validations"] = [r for r in storage["x-kubernetes-validations"]
+                                          if r["rule"] != crd.STORAGE_NEEDS_A_CLAIM]
+    try:
+        _apply_crd(cluster, before)
+        wait_until(lambda: dry_run_create(cluster, claimless).returncode == 0, 30, "the CRD without the claim rule")
+        cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(claimless))
+    finally:
+        _apply_crd(cluster, current)
+    wait_until(lambda: dry_run_create(cluster, claimless).returncode != 0, 30, "the CRD with the claim rule again")
+    assert "storage.claimName is required" in dry_run_create(cluster, claimless).stderr
+    suspended = merge_patch(cluster, namespace, "claimless", {"spec": {"runPolicy": {"suspend": True}}})
+    assert suspended.returncode == 0, suspended.stderr
+    status = cluster.kubectl("patch", f"{crd.PLURAL}.{crd.GROUP}", "claimless", "-n", namespace,
+                             "--subresource=status", "--type=merge", "-p", '{"status": {"phase": "Suspended"}}',
+                             check=False)
+    assert status.returncode == 0, status.stderr

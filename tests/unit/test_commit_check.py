@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pulsetrain.commit_check import CommitCheck, Retrained
+from pulsetrain.commit_check import CommitCheck, Retrained, refusal_advice
+from pulsetrain.config import load_config
 from pulsetrain.ledger import Ledger
 
 
@@ -69,3 +70,14 @@ def test_a_restored_ledger_seeds_the_check_and_is_not_taken_for_duplicates(tmp_p
     assert check.check(tmp_path, "ckpt-2") is None
     commit_gang(tmp_path, "ckpt-3", [Ledger(), Ledger()], [["d"], ["b"]])  # b: inside the restored commit
     assert check.check(tmp_path, "ckpt-3") == Retrained(count=1, workers=(1,))
+
+
+def test_refusal_advice_names_what_to_fix() -> None:
+    pulsar = load_config({"source": {"pulsar": {"serviceUrl": "pulsar://p:6650", "topic": "digits",
+                                                "subscription": "trainer"}},
+                          "data": {"format": "raw", "features": [{"name": "x", "dtype": "float32", "shape": [2]}],
+                                   "label": {"name": "y", "dtype": "int64", "shape": []}},
+                          "model": {"builtin": "linear", "task": "classification", "numClasses": 2},
+                          "storage": {"checkpointDir": "/c", "exportDir": "/e"}}).source.pulsar
+    assert "one shared checkpoint directory (on a cluster: storage.claimName" in refusal_advice(True, pulsar)
+    assert "subscription 'trainer' of digits" in refusal_advice(False, pulsar)

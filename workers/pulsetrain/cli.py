@@ -155,16 +155,21 @@ def check_only(pipeline: Pipeline, path: Path) -> int:
     refuse besides), 2 when the workers would refuse it."""
     from pulsetrain import pipeline_file
     from pulsetrain_operator.builders.config import worker_refusal
+    from pulsetrain_operator.builders.predictor import predictor_refusal
 
-    refusal = worker_refusal(pipeline.resource)
-    if refusal is not None:
-        print(f"pulsetrain run: the worker would refuse {path}: {refusal}", file=sys.stderr)
-        return 2
+    for who, refusal in (("worker", worker_refusal(pipeline.resource)),
+                         ("predictor", predictor_refusal(pipeline.resource))):
+        if refusal is not None:
+            print(f"pulsetrain run: the {who} would refuse {path}: {refusal}", file=sys.stderr)
+            return 2
     broker = "the embedded broker" if pipeline.embedded else pipeline.spec["source"]["pulsar"]["serviceUrl"]
     workers = min(pipeline.workers, EMBEDDED_MAX_WORKERS) if pipeline.embedded else pipeline.workers
     print(f"{path}: valid; `pulsetrain run` would train {pipeline.name} with {workers} worker(s) on {broker}")
-    for refused in pipeline_file.cluster_refusals(pipeline):
+    refusals, unchecked = pipeline_file.cluster_refusals(pipeline)
+    for refused in refusals:
         print(f"  a cluster's API server would refuse it: {refused}")
+    for rule in unchecked:
+        print(f"  not checked (no CEL library), as a cluster's API server would: {rule}")
     return 0
 
 

@@ -22,9 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pulsetrain.config_model import PulsarConfig
 from pulsetrain.ledger import read_checkpoint_ledgers
 
-__all__ = ["CommitCheck", "Retrained"]
+__all__ = ["CommitCheck", "Retrained", "refusal_advice"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,14 @@ class CommitCheck:
         if self._candidate:
             self._windows.append(self._candidate)
         self._candidate = frozenset()
+
+
+def refusal_advice(unreadable_ledgers: bool, pulsar: PulsarConfig) -> str:
+    """What to fix when commits keep being refused: the ledger files (the chief could not read every worker's,
+    so the workers do not share one checkpoint directory), or the subscription (messages reached two workers)."""
+    if unreadable_ledgers:
+        return ("the chief cannot read every worker's ledger file in the checkpoint directory; all workers must "
+                "write to one shared checkpoint directory (on a cluster: storage.claimName, one PersistentVolumeClaim "
+                "mounted by every worker)")
+    return (f"the same messages keep reaching more than one worker; every worker must consume subscription "
+            f"{pulsar.subscription!r} of {pulsar.topic}")

@@ -164,15 +164,16 @@ def evaluate_rules(schema: Mapping[str, Any], resource: Any,
     return _evaluate(rules, errors)
 
 
-def cluster_refusals(pipeline: Pipeline) -> list[str]:
+def cluster_refusals(pipeline: Pipeline) -> tuple[list[str], list[str]]:
     """What the API server would refuse on top of what `check` refuses (`pulsetrain run --check` shows it): the
-    cluster-only rules (`crd.CLUSTER_ONLY_RULES`) and a missing `serviceUrl` (a cluster has no embedded broker)."""
+    cluster-only rules (`crd.CLUSTER_ONLY_RULES`) and a missing `serviceUrl` (a cluster has no embedded broker);
+    and the cluster-only rules not evaluated (no CEL library)."""
     rules = [r for r in cel_rules(crd.openapi_schema(), pipeline.resource) if r.rule in crd.CLUSTER_ONLY_RULES]
     refused, unchecked = _evaluate(rules, [])
-    found = [e.message for e in refused] + [f"not checked (no CEL library): {rule}" for rule in unchecked]
+    found = [e.message for e in refused]
     if pipeline.embedded:
         found.append("spec.source.pulsar.serviceUrl: Required value: a cluster has no embedded broker")
-    return found
+    return found, unchecked
 
 
 def _evaluate(rules: list[Rule], errors: list[FieldError]) -> tuple[list[FieldError], list[str]]:

@@ -32,7 +32,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from pulsetrain.checkpoints import CheckpointStore
-from pulsetrain.commit_check import CommitCheck
+from pulsetrain.commit_check import CommitCheck, refusal_advice
 from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.cpus import size_tensorflow_pools
 from pulsetrain.export import export, latest_export_step
@@ -233,15 +233,6 @@ class Trainer:
         self.telemetry.set_state("training")
         return None
 
-    def _refusal_advice(self) -> str:
-        if self._unreadable_ledgers:
-            return (f"the chief cannot read every worker's ledger file in {self.store.directory}; all workers must "
-                    "write to one shared checkpoint directory (on a cluster: storage.claimName, one "
-                    "PersistentVolumeClaim mounted by every worker)")
-        pulsar_cfg = self.config.source.pulsar
-        return (f"the same messages keep reaching more than one worker; every worker must consume subscription "
-                f"{pulsar_cfg.subscription!r} of {pulsar_cfg.topic}")
-
     def _restore(self, variables: bool) -> tuple[int | None, Ledger]:
         """The newest committed checkpoint (its variables too, if asked) and its ledger merged over all workers,
         remembered with the chief's commit check seeded from it; (None, empty) when nothing is committed."""
@@ -367,7 +358,8 @@ class Trainer:
                     if refusal is not None:
                         refusals += 1
                         if refusals >= MAX_REFUSED_COMMITS:
-                            raise CommitsRefused(f"{refusal}, {refusals} commits in a row: {self._refusal_advice()}")
+                            raise CommitsRefused(f"{refusal}, {refusals} commits in a row: " + refusal_advice(
+                                self._unreadable_ledgers, self.config.source.pulsar))
                         step, global_samples = self._rollback(source, True, refusal)
                         dirty, local_rows = False, committed_local_rows
                         if stop:

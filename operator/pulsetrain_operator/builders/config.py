@@ -145,8 +145,13 @@ def _training(training: Mapping[str, Any]) -> dict[str, Any]:
 def worker_refusal(tp: Mapping[str, Any]) -> str | None:
     """Why the workers would refuse the configuration built for `tp` (each problem with its path under `spec`),
     or None when they would accept it."""
+    return refusal(worker_config(tp))
+
+
+def refusal(document: Mapping[str, Any]) -> str | None:
+    """Why the worker's parser refuses a configuration document built from a spec (paths under `spec`), or None."""
     try:
-        load_config(worker_config(tp))
+        load_config(document)
     except ConfigError as exc:
         return "; ".join(f"spec.{problem}" for problem in exc.problems)
     return None

@@ -19,6 +19,7 @@ server filling in a default never looks like a change.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -49,7 +50,7 @@ from pulsetrain_operator.names import (
 from pulsetrain_operator.settings import Settings
 
 __all__ = ["CONTAINER_NAME", "RESERVED_ENV", "RUN_AS", "container_security_context", "pod_security_context",
-           "pod_volumes", "spec_hash", "worker_image", "worker_pod"]
+           "pod_settings", "pod_volumes", "spec_hash", "worker_image", "worker_pod"]
 
 CONTAINER_NAME: Final = "worker"
 RUN_AS: Final = 1000
@@ -68,7 +69,9 @@ def worker_image(tp: Mapping[str, Any], settings: Settings) -> str:
 
 def spec_hash(tp: Mapping[str, Any], settings: Settings) -> str:
     """A short sha256 of everything that shapes the worker pods (see the module docstring)."""
-    shape = {"config": worker_config(tp), "pod": _pod_spec(tp, 0, settings)}
+    # the operator's default pull Secrets are credentials, not what runs: changing them restarts no gang
+    shape = {"config": worker_config(tp), "pod": _pod_spec(tp, 0, dataclasses.replace(settings,
+                                                                                      worker_image_pull_secrets=()))}
     encoded = json.dumps(shape, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:HASH_LENGTH]
 

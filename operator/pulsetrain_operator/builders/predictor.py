@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from pulsetrain_operator import defaults
-from pulsetrain_operator.builders.config import identity, metrics_port, spec_section, worker_config
+from pulsetrain_operator.builders.config import identity, metrics_port, refusal, spec_section, worker_config
 from pulsetrain_operator.builders.pod import (
     container_security_context,
     pod_security_context,
@@ -65,6 +65,12 @@ def predictor_config(tp: Mapping[str, Any]) -> dict[str, Any]:
     doc.pop("training", None)
     doc["serving"] = serving_section(tp)
     return doc
+
+
+def predictor_refusal(tp: Mapping[str, Any]) -> str | None:
+    """Why the predictors would refuse the configuration built for `tp` (paths under `spec`), None when they would
+    not, or when `tp` serves nothing (`builders.config.worker_refusal` is the workers' side)."""
+    return refusal(predictor_config(tp)) if serving_spec(tp) is not None else None
 
 
 def _config_text(tp: Mapping[str, Any]) -> str:

@@ -66,7 +66,15 @@ def test_a_spec_the_workers_would_refuse_fails_the_pipeline_before_any_pod() -> 
     assert refusal in plan.status["message"] and "completionTime" in plan.status
     assert condition(plan, "Failed")["status"] == "True"
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
-    # the same when an edit of a mutable field makes the next attempt's spec one the workers would refuse
+    # an edit the workers would refuse does not stop a running gang; it is said once per edit (generation)
+    running = run(spec(2), running_status(), [pod(0), pod(1)], desired_hash="edited", config_refusal=refusal)
+    assert running.delete == [] and running.status["phase"] == "Running" and "stopReason" not in running.status
+    (said,) = [e for e in running.events if e.reason == "SpecRefused"]
+    assert said.type == "Warning" and refusal in said.message
+    seen = run(spec(2), running_status(observedGeneration=4), [pod(0), pod(1)], desired_hash="edited",
+               config_refusal=refusal)
+    assert not [e for e in seen.events if e.reason == "SpecRefused"] and seen.delete == []
+    # but the next attempt (after a worker failed) starts nothing and fails the pipeline
     restarting = running_status(phase="Restarting", restarts=1, stopReason="WorkerFailed")
     again = run(spec(2), restarting, [], config_refusal=refusal)
     assert again.create == [] and again.status["phase"] == "Failed" and again.status["attempt"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -121,6 +122,11 @@ def test_image_pull_secrets_from_the_spec_else_the_operator_setting() -> None:
     assert worker_pod(samples.minimal(), 0, 0, mirror)["spec"]["imagePullSecrets"] == [
         {"name": "mirror-a"}, {"name": "mirror-b"}]
     assert worker_pod(samples.full(), 0, 0, mirror)["spec"]["imagePullSecrets"] == [{"name": "registry-example"}]
+    # credentials, not what runs: the operator's default changing restarts no running gang
+    assert spec_hash(samples.minimal(), mirror) == spec_hash(samples.minimal(), dataclasses.replace(
+        mirror, worker_image_pull_secrets=()))
+    assert spec_hash(samples.full(), mirror) != spec_hash(samples.edited(samples.full(), lambda s: s["worker"].update(
+        imagePullSecrets=[{"name": "other"}])), mirror)  # a pipeline's own Secrets are part of its spec
     from_env = Settings.from_env({"PULSETRAIN_WORKER_IMAGE_PULL_SECRETS": " a, ,b "})
     assert from_env.worker_image_pull_secrets == ("a", "b")
     assert Settings.from_env({}).worker_image_pull_secrets == ()

@@ -15,6 +15,7 @@ from pulsetrain_operator.builders.predictor import (
     predictor_config,
     predictor_config_map,
     predictor_deployment,
+    predictor_refusal,
 )
 from pulsetrain_operator.names import PIPELINE_LABEL, WORKER_INDEX_LABEL
 from pulsetrain_operator.settings import Settings
@@ -110,3 +111,12 @@ def test_predictor_pods_share_the_workers_pod_settings() -> None:
         assert spec[key] == worker[key], key
     assert pod_template(predictor_deployment(samples.serving(), mirror))["spec"]["imagePullSecrets"] == [
         {"name": "mirror-a"}]
+
+
+def test_predictor_refusal_is_what_the_predictors_parser_says() -> None:
+    assert predictor_refusal(samples.minimal()) is None  # serves nothing
+    assert predictor_refusal(samples.serving()) is None
+    topic = samples.serving()["spec"]["source"]["pulsar"]["topic"]
+    answering_into_training = samples.edited(samples.serving(), lambda s: s["serving"].update(outputTopic=topic))
+    refusal = predictor_refusal(answering_into_training)
+    assert refusal is not None and refusal.startswith("spec.serving.outputTopic: "), refusal
