@@ -8,16 +8,27 @@ scattered through handlers.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
+
+from pulsetrain_operator.crd_schema import DNS_SUBDOMAIN_PATTERN
+
+NAMESPACE_PATTERN: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 
 
 class SettingsError(ValueError):
     """An operator environment variable holds a value it cannot use; the message names the variable."""
 
 
-def _names(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in environ.get(name, "").split(",") if n.strip())
+def _names(environ: Mapping[str, str], name: str, pattern: str, what: str) -> tuple[str, ...]:
+    """A comma-separated list of Kubernetes names; `SettingsError` naming the variable for one that is not `what`."""
+    names = tuple(n.strip() for n in environ.get(name, "").split(",") if n.strip())
+    bad = [n for n in names if not re.fullmatch(pattern, n)]
+    if bad:
+        raise SettingsError(f"{name}: {', '.join(map(repr, bad))} is not {what}")
+    return names
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, minimum: float) -> float:
@@ -54,8 +65,9 @@ class Settings:
         env = os.environ if environ is None else environ
         return cls(
             worker_image=env.get("PULSETRAIN_WORKER_IMAGE", "").strip() or cls.worker_image,
-            worker_image_pull_secrets=_names(env, "PULSETRAIN_WORKER_IMAGE_PULL_SECRETS"),
-            namespaces=_names(env, "PULSETRAIN_NAMESPACES"),
+            worker_image_pull_secrets=_names(env, "PULSETRAIN_WORKER_IMAGE_PULL_SECRETS", DNS_SUBDOMAIN_PATTERN,
+                                             "a Secret name"),
+            namespaces=_names(env, "PULSETRAIN_NAMESPACES", NAMESPACE_PATTERN, "a namespace name"),
             progress_interval_seconds=_number(env, "PULSETRAIN_PROGRESS_INTERVAL", cls.progress_interval_seconds, 0.1),
             progress_timeout_seconds=_number(env, "PULSETRAIN_PROGRESS_TIMEOUT", cls.progress_timeout_seconds, 0.1),
             metrics_port=int(_number(env, "PULSETRAIN_OPERATOR_METRICS_PORT", cls.metrics_port, 0)),

@@ -22,7 +22,7 @@ from pulsetrain_operator.names import (
     WORKER_INDEX_LABEL,
     owner_reference,
 )
-from pulsetrain_operator.settings import Settings
+from pulsetrain_operator.settings import Settings, SettingsError
 from tests.unit.operator import samples
 
 SETTINGS = Settings()
@@ -130,6 +130,10 @@ def test_image_pull_secrets_from_the_spec_else_the_operator_setting() -> None:
     from_env = Settings.from_env({"PULSETRAIN_WORKER_IMAGE_PULL_SECRETS": " a, ,b "})
     assert from_env.worker_image_pull_secrets == ("a", "b")
     assert Settings.from_env({}).worker_image_pull_secrets == ()
+    with pytest.raises(SettingsError, match="PULSETRAIN_WORKER_IMAGE_PULL_SECRETS: 'Reg_Cred' is not a Secret name"):
+        Settings.from_env({"PULSETRAIN_WORKER_IMAGE_PULL_SECRETS": "ok,Reg_Cred"})
+    with pytest.raises(SettingsError, match=r"PULSETRAIN_NAMESPACES: 'ml\.team' is not a namespace name"):
+        Settings.from_env({"PULSETRAIN_NAMESPACES": "ml.team"})
 
 
 def test_termination_grace_period() -> None:
