@@ -147,7 +147,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="how long stopping workers may take (default: runPolicy.terminationGracePeriodSeconds)")
     p.add_argument("--quiet", action="store_true", help="no progress line; only the summary")
     p.add_argument("--check", action="store_true", help="only check the file (the CRD's schema and rules, then the "
-                   "workers' own checks) and say what a cluster's API server would also refuse; start nothing")
+                   "workers' and predictors' own checks) and say what a cluster's API server would also refuse; "
+                   "start nothing")
 
 
 def check_only(pipeline: Pipeline, path: Path) -> int:
