@@ -8,7 +8,9 @@ next (a gang restart does not stop the answers). Removing `spec.serving` removes
 `status.serving` sums the running predictors' own progress documents, and when predictors are not ready, says
 why from their pods (`predictor_trouble`) or, for one that runs but is not ready, from its own progress
 document (`progress_trouble`): a crash-looping predictor (a pinned version that does not exist, a configuration
-it refuses) or one that has lost the broker must not read as "starting" for ever.
+it refuses) or one that has lost the broker must not read as "starting" for ever. A `spec.serving` the
+predictors' own parser refuses (`builders.predictor.predictor_refusal`) creates or rolls no pod: the status says
+why, and predictors already running keep the configuration they started with.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pulsetrain_operator.builders.predictor import (
     CONFIG_HASH_ANNOTATION,
     predictor_config_map,
     predictor_deployment,
+    predictor_refusal,
     replicas,
     serving_spec,
 )
@@ -134,6 +137,12 @@ def plan_serving(tp: Mapping[str, Any], settings: Settings, model_version: int |
     if model_version is None:
         return ServingPlan(deployment=None, config_map=None, update=False, delete=False,
                            status=serving_status(0, deployment, progress, None))
+    refusal = predictor_refusal(tp)
+    if refusal is not None:  # pods with it would exit 2: none is created or rolled, running ones keep theirs
+        status = serving_status(replicas(tp), deployment, progress, model_version)
+        status["message"] = f"the predictors would refuse this spec: {refusal}" + (
+            "; the running predictors keep the configuration they started with" if deployment is not None else "")
+        return ServingPlan(deployment=None, config_map=None, update=False, delete=False, status=status)
     desired = predictor_deployment(tp, settings)
     return ServingPlan(deployment=desired, config_map=predictor_config_map(tp),
                        update=deployment is None or _differs(deployment, desired), delete=False,

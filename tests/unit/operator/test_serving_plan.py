@@ -124,3 +124,17 @@ def test_a_running_predictor_without_its_broker_says_so_and_keeps_its_counts() -
     # what the pod says (a crash loop) comes first: it is why the others cannot be read at all
     plan = plan_serving(tp, SETTINGS, 1, deployment, [lost], "pod serve-predictor-c: CrashLoopBackOff")
     assert plan.status is not None and plan.status["message"].endswith("; pod serve-predictor-c: CrashLoopBackOff")
+
+
+def test_a_serving_spec_the_predictors_would_refuse_starts_and_rolls_nothing() -> None:
+    tp = samples.serving()
+    topic = tp["spec"]["source"]["pulsar"]["topic"]
+    refused = samples.edited(tp, lambda spec: spec["serving"].update(outputTopic=topic))  # answers into training
+    first = plan_serving(refused, SETTINGS, 1, None, [])
+    assert first.deployment is None and not first.update and not first.delete
+    assert first.status is not None
+    assert first.status["message"].startswith("the predictors would refuse this spec: spec.serving.outputTopic: ")
+    running = predictor_deployment(tp, SETTINGS)  # the predictors of the spec before the edit
+    edited = plan_serving(refused, SETTINGS, 1, running, [])
+    assert not edited.update and not edited.delete and edited.status is not None
+    assert edited.status["message"].endswith("; the running predictors keep the configuration they started with")
