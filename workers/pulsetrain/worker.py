@@ -153,16 +153,11 @@ def run(args: argparse.Namespace, outcome: TerminationLog) -> int:
             telemetry.set_state("waiting-for-peers")
             wait_for_gang(tf_config)
         summary = train(config, tf_config, telemetry, stop.event, stop.install)
-    except PeerTimeout as exc:
+    except (PeerTimeout, NothingTrained) as exc:  # expected ends, each with its own exit code; no traceback
         telemetry.set_state("failed", str(exc))
         outcome.report("failed", str(exc))
         log.error("%s", exc)
-        return EXIT_PEERS
-    except NothingTrained as exc:
-        telemetry.set_state("failed", str(exc))
-        outcome.report("failed", str(exc))
-        log.error("%s", exc)
-        return EXIT_NOTHING_TRAINED
+        return EXIT_PEERS if isinstance(exc, PeerTimeout) else EXIT_NOTHING_TRAINED
     except ConfigError as exc:
         telemetry.set_state("failed", str(exc))
         outcome.report("failed", f"invalid configuration: {exc}")
