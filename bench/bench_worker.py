@@ -73,6 +73,7 @@ def naive(trainer: Any, config: Any, per_worker: int) -> dict[str, Any]:
     import pulsar
     import tensorflow as tf
 
+    from pulsetrain.gang_flags import Flags
     from pulsetrain.pulsar_io import connect
 
     pulsar_cfg = config.source.pulsar
@@ -94,11 +95,12 @@ def naive(trainer: Any, config: Any, per_worker: int) -> dict[str, Any]:
     dataset = tf.data.Dataset.from_generator(messages, output_signature=(
         tf.TensorSpec([size], tf.float32), tf.TensorSpec([], tf.int64))).batch(batch, drop_remainder=True)
     weights, digests = tf.ones([batch]), tf.zeros([batch], tf.int64)
-    global_rows = tf.constant(float(batch * trainer.num_workers))
+    flags = Flags(rows=batch, idle=0, stop=0, checkpoint_due=0, export_due=0, connection_lost=0, unacknowledged=0,
+                  stalled=0).vector()
     rows, first, last = 0, 0.0, 0.0
     for x, y in dataset:
         started = time.monotonic()
-        trainer.train_step(x, y, weights, digests, global_rows)
+        trainer.gang_step(x, y, weights, digests, flags)
         first, last, rows = first or started, time.monotonic(), rows + batch
     client.close()
     return {"localRows": rows, "trainSeconds": last - first}

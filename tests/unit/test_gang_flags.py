@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pulsetrain.gang_flags import STALL_COMMIT_SECONDS, SUBSCRIPTION_UNACKED_LIMIT, Flags, GangFlags, stall_seconds
+from pulsetrain.gang_flags import (
+    CONNECTION_LOST,
+    FLAG_COUNT,
+    ROWS,
+    STALL_COMMIT_SECONDS,
+    SUBSCRIPTION_UNACKED_LIMIT,
+    Flags,
+    GangFlags,
+    stall_seconds,
+)
 
 
 def flags(**given: float) -> Flags:
@@ -57,3 +66,19 @@ def test_a_stall_is_at_most_half_the_idle_timeout(idle_timeout: float | None, ex
 def test_a_gang_with_rows_left_to_train_is_not_stalled() -> None:
     gang = gang_of(flags(stalled=1, rows=32), flags(stalled=1))  # one still trains from its buffer
     assert not gang.stalled_with_uncommitted(2, dirty=True) and not gang.commit_due(2, dirty=True)
+
+
+@pytest.mark.parametrize(("rows", "lost", "trains"), [
+    ((3, 0), (0, 0), True),  # one worker's rows are enough: the other pads
+    ((0, 0), (0, 0), False),  # nothing to train: the step leaves the model alone
+    ((3, 5), (0, 1), False),  # a consumer lost its connection: the gang rolls back instead
+])
+def test_the_gang_trains_when_it_has_rows_and_no_lost_connection(rows: tuple[int, int], lost: tuple[int, int],
+                                                                 trains: bool) -> None:
+    assert gang_of(*(flags(rows=r, connection_lost=c) for r, c in zip(rows, lost, strict=True))).trains is trains
+
+
+def test_the_positions_the_step_reads_in_its_graph_are_those_of_the_vector() -> None:
+    vector = flags(rows=7, connection_lost=1).vector()
+    assert len(vector) == FLAG_COUNT
+    assert (vector[ROWS], vector[CONNECTION_LOST]) == (7, 1) and vector.sum() == 8

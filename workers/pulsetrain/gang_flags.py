@@ -18,12 +18,13 @@ commits; its acknowledgements let the broker dispatch again.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["STALL_COMMIT_SECONDS", "SUBSCRIPTION_UNACKED_LIMIT", "Flags", "GangFlags", "stall_seconds"]
+__all__ = ["CONNECTION_LOST", "FLAG_COUNT", "ROWS", "STALL_COMMIT_SECONDS", "SUBSCRIPTION_UNACKED_LIMIT", "Flags",
+           "GangFlags", "stall_seconds"]
 
 SUBSCRIPTION_UNACKED_LIMIT = 150_000  # of the broker's 200,000 per subscription, summed over the gang
 STALL_COMMIT_SECONDS = 2.0
@@ -46,6 +47,11 @@ class Flags:
         return np.array(astuple(self), np.float32)
 
 
+FLAG_NAMES = tuple(f.name for f in fields(Flags))
+FLAG_COUNT = len(FLAG_NAMES)
+ROWS, CONNECTION_LOST = FLAG_NAMES.index("rows"), FLAG_NAMES.index("connection_lost")  # positions in the vector
+
+
 @dataclass(frozen=True)
 class GangFlags(Flags):
     """The sums over the gang (flags become counts of workers): the same on every worker, so every decision
@@ -54,6 +60,12 @@ class GangFlags(Flags):
     @classmethod
     def of(cls, sums: npt.ArrayLike) -> GangFlags:
         return cls(*(float(x) for x in np.asarray(sums).ravel()))
+
+    @property
+    def trains(self) -> bool:
+        """The iteration trains: the gang has rows and no consumer lost its connection (else the gang rolls
+        back). `gang_step` decides the same inside its graph, from the positions ROWS and CONNECTION_LOST."""
+        return self.rows > 0 and not self.connection_lost
 
     def stalled_with_uncommitted(self, num_workers: int, dirty: bool) -> bool:
         """Every worker waits for messages, none has rows left to train, and the gang holds trained ones it

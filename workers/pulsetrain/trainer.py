@@ -1,9 +1,10 @@
 """The synchronous streaming training loop: every worker takes part in every step, in lock-step.
 
-Each iteration every worker (1) tops up its buffer from Pulsar, (2) all-reduces a few flags (rows it
-has, idle, stop requested, checkpoint due), (3) if any worker has rows, runs one training step in
-which each worker's batch is padded to the batch size with zero-weight rows and the loss is divided
-by the global number of real rows, and (4) decides, from the reduced flags that every worker sees
+Each iteration every worker (1) tops up its buffer from Pulsar, (2) runs the gang's step
+(`gang_step.py`), whose one collective sums a few flags (rows it has, idle, stop requested, checkpoint
+due) together with the loss and the gradients of its batch, padded to the batch size with zero-weight
+rows; the step trains, with the loss divided by the global number of real rows, when the gang has rows
+and no consumer lost its connection; and (3) decides, from the summed flags that every worker sees
 identically, whether to checkpoint, export or stop. So uneven streams never deadlock, all workers
 stop on the same step, and SIGTERM anywhere means: finish the step, checkpoint, acknowledge, exit.
 Messages are acknowledged only after the checkpoint that contains them is committed (see
@@ -36,18 +37,18 @@ from pulsetrain.commit_check import CommitCheck, refusal_advice
 from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.cpus import size_tensorflow_pools
 from pulsetrain.export import export, latest_export_step
-from pulsetrain.gang_flags import Flags, GangFlags, stall_seconds
+from pulsetrain.gang_flags import Flags, stall_seconds
+from pulsetrain.gang_step import SUM, Counters, GangStep
 from pulsetrain.ledger import Ledger, LedgerError
-from pulsetrain.model import Normalizer, build_network, build_optimizer, per_example_loss
+from pulsetrain.model import Normalizer, build_network, build_optimizer
 from pulsetrain.outcome import nothing_trained
 from pulsetrain.source import Rows, Source
-from pulsetrain.stats import batch_statistics, metric_values, statistic_size
+from pulsetrain.stats import metric_values, statistic_size
 from pulsetrain.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 COLLECTIVE_TIMEOUT_S = 600
 MAX_REFUSED_COMMITS = 3  # in a row: the same messages keep reaching two workers, which a rollback cannot cure
-SUM = tf.distribute.ReduceOp.SUM
 SUMMARY_EVERY_STEPS = 10
 SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
@@ -99,7 +100,8 @@ class Trainer:
         self.store = CheckpointStore(checkpoint, Path(config.storage.checkpoint_dir), self.index, self.is_chief,
                                      config.training.keep_checkpoints)
         self._sync_fn = tf.function(self._sync)
-        self.train_step = tf.function(self._train)
+        self.gang_step = GangStep(config, self.strategy, self.network, self.optimizer, self.normalizer,
+                                  Counters(self.step, self.trained, self.digest_sum))
         self._stat_size = statistic_size(config)
         # the last commit's ledger merged over all workers, as a restore or rollback read it; None after a commit
         self._merged: tuple[int | None, Ledger] | None = None
@@ -114,23 +116,6 @@ class Trainer:
 
     def allreduce(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
         return np.asarray(self._sync_fn(tf.constant(np.asarray(values, np.float32))).numpy(), np.float64)
-
-    def _train(self, x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, digests: tf.Tensor,
-               global_rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        def replica(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, d: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            with tf.GradientTape() as tape:
-                logits = self.network(self.normalizer(x), training=True)
-                loss = tf.reduce_sum(per_example_loss(self.config, y, logits) * w) / global_rows
-            grads = tape.gradient(loss, self.network.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, self.network.trainable_variables, strict=True))
-            real = tf.cast(w, tf.int64)
-            self.trained.assign_add(tf.reduce_sum(real))
-            self.digest_sum.assign_add(tf.reduce_sum(d * real))
-            return loss, batch_statistics(self.config, y, tf.stop_gradient(logits), w)
-
-        loss, stats = self.strategy.run(replica, args=(x, y, w, digests))
-        self.step.assign_add(1)
-        return self.strategy.reduce(SUM, loss, axis=None), self.strategy.reduce(SUM, stats, axis=None)
 
     def _save_totals(self) -> None:
         """Copy the exact cross-worker sums into the checkpointed variable (a collective: all workers)."""
@@ -160,7 +145,7 @@ class Trainer:
         self.allreduce([1.0])
 
     # -- steps ------------------------------------------------------------------------------------
-    def _padded(self, rows: Rows) -> tuple[Any, ...]:
+    def _padded(self, rows: Rows) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         n, size = len(rows), self.config.data.feature_size
         if n == self.batch:  # a full batch needs no padding (and no copy before tf.constant's)
             return (tf.constant(rows.features), tf.constant(rows.labels), tf.constant(np.ones(n, np.float32)),
@@ -323,7 +308,9 @@ class Trainer:
                     unacknowledged=float(source.unacknowledged),
                     stalled=float(source.idle_for() >= stall_after),
                 )
-                gang = GangFlags.of(self.allreduce(flags.vector()))
+                started = time.monotonic()
+                result = self.gang_step(*self._padded(rows), flags.vector())  # trains if result.trained
+                gang = result.gang
                 total_rows, idle, stop, export_due, lost = (gang.rows, gang.idle, gang.stop, gang.export_due,
                                                             gang.connection_lost)
                 checkpoint_due = gang.commit_due(self.num_workers, dirty)
@@ -331,24 +318,21 @@ class Trainer:
                     log.info("no worker has received a message for %.1fs: committing what the gang trained, "
                              "as the broker may hold messages back until those are acknowledged", stall_after)
                 peers_had_rows = total_rows > len(rows)
-                if lost:
+                if lost:  # the step did not train: back to the last commit, what was taken comes again
                     step, global_samples = self._rollback(source, dirty)
                     total_rows, dirty, local_rows = 0, False, committed_local_rows
-                elif total_rows > 0:
-                    started = time.monotonic()
-                    loss, stats = self.train_step(*self._padded(rows), tf.constant(total_rows, tf.float32))
+                elif result.trained:
                     source.ledger.record(rows.ids)
                     step, dirty, local_rows = step + 1, True, local_rows + len(rows)
                     first_step_at, last_step_at = first_step_at or started, time.monotonic()
                     global_samples += int(total_rows)
-                    stats_window += stats.numpy()
+                    stats_window += result.statistics
                     rows_window += total_rows
                     metrics = metric_values(self.config, stats_window, rows_window) or metrics
                     # gang-wide samples: the chief's document speaks for the pipeline (as restored() does)
-                    self.telemetry.step_done(step, int(total_rows), float(loss.numpy()), metrics,
-                                             time.monotonic() - started)
+                    self.telemetry.step_done(step, int(total_rows), result.loss, metrics, time.monotonic() - started)
                     if self.summaries is not None and step % SUMMARY_EVERY_STEPS == 0:
-                        self._summarise(step, float(loss.numpy()), metrics)
+                        self._summarise(step, result.loss, metrics)
                     if rows_window >= 20 * self.batch * self.num_workers:
                         stats_window, rows_window = np.zeros(self._stat_size), 0.0
                 finished = bool(stop) or self._limit_reached(step, global_samples) or (
