@@ -4,8 +4,9 @@
 no decoding): the ceiling the Pulsar-fed loop is compared with. `naive` is what existing Pulsar
 connectors do: one `receive()` per message, acknowledged at once, into `tf.data.Dataset.from_generator`,
 batched, then the same train step. `waiting` is the Pulsar-fed trainer as it was before a worker short of
-rows stopped waiting out `batchReceiveTimeoutMs` while its peers had rows (`Source.fill`). Prints one JSON
-line with samples/s for this worker.
+rows stopped waiting out `batchReceiveTimeoutMs` while its peers had rows (`Source.fill`). `receive` is
+the Pulsar feed alone: the trainer's Source with no training (`receive_only`). Writes one JSON summary with
+samples/s for this worker.
 """
 
 from __future__ import annotations
@@ -106,25 +107,59 @@ def naive(trainer: Any, config: Any, per_worker: int) -> dict[str, Any]:
     return {"localRows": rows, "trainSeconds": last - first}
 
 
+def receive_only(config: Any, per_worker: int) -> dict[str, Any]:
+    """The trainer's own Source (receive thread, decoding, ledger) with no training: each taken batch is
+    recorded and acknowledged at once, until the topic has run dry for a few seconds. The feed's ceiling
+    on this machine: a Pulsar-fed trainer cannot train faster than its Source delivers."""
+    from pulsetrain.ledger import Ledger
+    from pulsetrain.source import Source
+
+    source = Source(config, Ledger(), lambda _: None, lambda _: None)
+    batch = config.training.batch_size
+    rows, first, last = 0, 0.0, 0.0
+    try:
+        while rows < per_worker * 2 and not (rows and source.idle_for() >= 3.0):
+            source.fill(batch)
+            taken = source.take(batch)
+            if len(taken):
+                now = time.monotonic()
+                first, last, rows = first or now, now, rows + len(taken)
+                source.ledger.record(taken.ids)
+                source.acknowledge(taken.ids)
+    finally:
+        source.close()
+    return {"localRows": rows, "trainSeconds": last - first}
+
+
 def main() -> int:
     if os.environ.get("PULSETRAIN_BENCH_CPUS"):  # bench.run --pin: the workers share these CPUs
         os.sched_setaffinity(0, {int(c) for c in os.environ["PULSETRAIN_BENCH_CPUS"].split(",")})
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--mode", choices=("pulsar", "memory", "naive", "waiting"), required=True)
+    parser.add_argument("--mode", choices=("pulsar", "memory", "naive", "waiting", "receive"), required=True)
     parser.add_argument("--rows-per-worker", type=int, required=True)
     parser.add_argument("--summary", type=Path, required=True)
     args = parser.parse_args()
     from pulsetrain.config import load_config_file, tf_config_from_env
+
+    config, tf_config = load_config_file(args.config), tf_config_from_env()
+    index = tf_config.task_index if tf_config else 0
+    summary = (receive_only(config, args.rows_per_worker) if args.mode == "receive"  # no TensorFlow, no gang
+               else train(args.mode, config, tf_config, index, args.rows_per_worker))
+    summary["samplesPerSecond"] = summary["localRows"] / max(summary["trainSeconds"], 1e-9)
+    args.summary.write_text(json.dumps({"mode": args.mode, "worker": index, **summary}))
+    return 0
+
+
+def train(mode: str, config: Any, tf_config: Any, index: int, rows_per_worker: int) -> dict[str, Any]:
+    """The trainer in `mode` (pulsar, memory, waiting), or the naive pipeline's loop; the run's summary."""
     from pulsetrain.gc_tuning import freeze_long_lived
     from pulsetrain.telemetry import Telemetry
     from pulsetrain.trainer import Trainer
 
-    config, tf_config = load_config_file(args.config), tf_config_from_env()
-    index = tf_config.task_index if tf_config else 0
     telemetry = Telemetry(worker=index, is_chief=index == 0)
     options: dict[str, Any] = {}
-    if args.mode == "waiting":  # how the trainer filled before: always waiting out the batch timeout
+    if mode == "waiting":  # how the trainer filled before: always waiting out the batch timeout
         from pulsetrain.source import Source
 
         class AlwaysWaiting(Source):
@@ -132,17 +167,14 @@ def main() -> int:
                 super().fill(wanted, wait=True)
 
         options["source_factory"] = AlwaysWaiting
-    if args.mode == "memory":
+    if mode == "memory":
         classes = config.model.num_classes or 2
         options["source_factory"] = lambda _, ledger, *__: MemorySource(
-            ledger, args.rows_per_worker, config.data.feature_size, classes, index)
+            ledger, rows_per_worker, config.data.feature_size, classes, index)
     trainer = Trainer(config, tf_config, telemetry, threading.Event(), **options)
     freeze_long_lived()  # as pulsetrain.worker does, in every mode
-    summary = naive(trainer, config, args.rows_per_worker) if args.mode == "naive" else trainer.run()
-    summary["samplesPerSecond"] = summary["localRows"] / max(summary["trainSeconds"], 1e-9)
-    args.summary.write_text(json.dumps({"mode": args.mode, "worker": index, **summary}))
-    return 0
-
+    summary: dict[str, Any] = naive(trainer, config, rows_per_worker) if mode == "naive" else trainer.run()
+    return summary
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,9 @@ In one run, on the same inputs (held-out digits as raw features, repeated):
    (input publish time to answer confirmed) is shown beside it.
 4. The floor under that latency, in the same run: the same inputs at the same rate through one Pulsar hop
    (publish here, receive here), no predictor. An answer makes two hops.
+5. The ceiling over that throughput, in the same run: the same inputs relayed from one topic to another in
+   Python with no model (`bench.relay_ceiling`): what any predictor through this broker on this machine pays
+   per answer for Pulsar alone. Relay / in-process bounds the throughput ratio reachable here.
 
 Needs Pulsar: the running test bed's (`python -m tests.cluster up`) or `--service-url`. On the test bed the
 broker, this process and the predictor share the machine's cores; the CPU time each used is shown. `--pin`
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 import pulsar
 
+from bench.relay_ceiling import relay_rate
 from bench.run import broker, broker_pinned, cpu_seconds, pin_threads
 from pulsetrain import datasets
 from pulsetrain.config import WorkerConfig, load_config
@@ -275,6 +279,8 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         exit_code = predictor.terminate()
         print("  the floor: the same inputs at the same rate through one Pulsar hop ...", file=sys.stderr)
         hop_p50, hop_p99 = one_hop(client, paced, rate)
+        print("  the ceiling: the same inputs relayed through Pulsar in Python, no model ...", file=sys.stderr)
+        relay = relay_rate(client, payloads)
     finally:
         predictor.kill()
         client.close()
@@ -290,6 +296,8 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
          f"p50 {(own[0] or 0) * 1000:.1f}, p99 {(own[1] or 0) * 1000:.1f} ms"),
         ("floor: one Pulsar hop, p50 / p99 (ms)", f"{hop_p50:.1f} / {hop_p99:.1f}", "",
          "same inputs, same rate, no predictor; an answer takes two hops"),
+        ("ceiling: relay without a model / in-process", f"{relay / inprocess:.3f}", "",
+         f"{relay:,.0f} messages/s in, out and acknowledged; the predictor reaches {peak / relay:.2f}x of it"),
         ("in-process, one input per call (pred/s)", f"{single:,.0f}", "", "what micro-batching saves"),
     ]
     print(f"\n{'benchmark':44} {'result':>10} {'goal':>8}  detail")
@@ -304,7 +312,8 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
             "ratio": peak / inprocess, "halfRate": rate, "latencyMs": {"p50": p50, "p99": p99},
             "predictorLatencySeconds": {"p50": own[0], "p99": own[1]}, "maxBatchSize": args.max_batch_size,
             "maxLatencyMs": args.max_latency_ms, "heldOutAccuracy": accuracy, "pinned": args.pin,
-            "oneHopLatencyMs": {"p50": hop_p50, "p99": hop_p99}}, indent=2))
+            "oneHopLatencyMs": {"p50": hop_p50, "p99": hop_p99},
+            "relayPerSecond": relay, "relayRatio": relay / inprocess}, indent=2))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -4,6 +4,9 @@
    workers) fed from Pulsar raw-tensor messages, against the same loop fed from in-memory tensors
    (goal: ratio >= 0.9) and against the naive pipeline, one `receive()` per message into
    `tf.data.Dataset.from_generator` (goal: >= 5x faster).
+   Beside them, the feed's own ceiling: the trainer's Pulsar Source on the same topic and subscription
+   type, each taken batch acknowledged at once and nothing trained (`bench_worker --mode receive`): with the
+   broker on the same cores, a Pulsar-fed worker cannot train faster than that.
 2. Checkpoint-then-acknowledge overhead: checkpoints every 100 steps against none (goal: <= 5%).
 3. Decode alone: messages/s for ~3 KB raw records in batches of 256 (goal: >= 100,000/s), with JSON
    records of the same values for comparison.
@@ -181,8 +184,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200, help="training steps per run (default 200)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the runs' directories (logs, summaries)")
-    parser.add_argument("--only", nargs="*", help="run only these (memory, pulsar, pulsar+checkpoints, naive, "
-                        "uneven, uneven-waiting)")
+    parser.add_argument("--only", nargs="*", help="run only these (memory, pulsar, pulsar+checkpoints, receive, "
+                        "naive, uneven, uneven-waiting)")
     parser.add_argument("--pin", action="store_true", help="workers on CPU 0, the test bed's broker on the others")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the in-memory and Pulsar-fed runs, taking "
                         "turns; each figure is the median (default 3)")
@@ -230,8 +233,8 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
     never = 10**9
     # the baselines and the Pulsar-fed runs take turns, `--repeat` rounds: the machine's speed drifts by 20%
     # and more between runs a minute apart, and a drift should not fall on one side of a ratio
-    plan = [*[("memory", "memory", never), ("pulsar", "pulsar", never), ("pulsar+checkpoints", "pulsar", 100)]
-            * args.repeat, ("naive", "naive", never),
+    plan = [*[("memory", "memory", never), ("pulsar", "pulsar", never), ("pulsar+checkpoints", "pulsar", 100),
+              ("receive", "receive", never)] * args.repeat, ("naive", "naive", never),
             *[("uneven", "pulsar", never), ("uneven-waiting", "waiting", never)] * args.repeat]
     for index, (name, mode, every) in enumerate(plan):
         if args.only and name not in args.only:
@@ -263,6 +266,9 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         ("ingestion: Pulsar-fed / in-memory", results["pulsar"] / results["memory"], ">= 0.90",
          f"{results['pulsar']:,.0f} vs {results['memory']:,.0f} samples/s/worker (medians of {args.repeat}: "
          f"{spread['pulsar']} vs {spread['memory']})"),
+        ("feed alone: Pulsar Source, no model / in-mem", results["receive"] / results["memory"], "",
+         f"{results['receive']:,.0f} messages/s/worker taken from the trainer's Source with nothing trained (medians "
+         f"of {args.repeat}: {spread['receive']}): the most a Pulsar-fed worker can train here"),
         ("ingestion: Pulsar-fed / naive from_generator", results["pulsar"] / results["naive"], ">= 5.0",
          f"{results['pulsar']:,.0f} vs {results['naive']:,.0f} samples/s/worker"),
         ("checkpoint every 100 steps: overhead", 1 - results["pulsar+checkpoints"] / results["pulsar"], "<= 0.05",

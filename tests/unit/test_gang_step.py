@@ -95,3 +95,25 @@ def test_a_step_that_must_not_train_changes_nothing(gang_step: tuple[GangStep, C
     for old, new in zip(before[0], after[0], strict=True):
         np.testing.assert_array_equal(old, new)
     assert before[1:] == after[1:]
+
+
+def test_an_idle_gang_sums_its_flags_alone_until_the_stream_resumes(gang_step: tuple[GangStep, Counters],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    step, counters = gang_step
+    probes: list[np.ndarray] = []
+    sum_flags = step.allreduce
+
+    def counted(values: np.ndarray) -> np.ndarray:
+        probes.append(np.asarray(values))
+        return sum_flags(values)
+
+    monkeypatch.setattr(step, "allreduce", counted)
+    x, y, w, digests = batch(2)
+    idle_w = np.zeros_like(w)
+    assert not step(x, y, idle_w, digests, flags(0)).trained and len(probes) == 1  # idle: the flags alone
+    assert not step(x, y, idle_w, digests, flags(0)).trained and len(probes) == 2
+    before = int(counters.step.numpy())
+    assert step(x, y, w, digests, flags(REAL)).trained and len(probes) == 3  # the probe, then the whole step
+    assert step(x, y, w, digests, flags(REAL)).trained and len(probes) == 3  # streaming: one collective
+    assert int(counters.step.numpy()) == before + 2
+    assert len(probes[0]) == len(flags(0))

@@ -16,6 +16,13 @@ flags: the gang has rows and no consumer lost its connection (a rollback then di
 Every worker reads the same sums, so every worker decides alike. A worker without rows skips its forward
 and backward pass and contributes zeros. Gradients of variables a (user) model leaves unconnected are
 zeros here, where Keras would skip the variable; with SGD that is the same, with Adam its momentum carries on.
+
+Why an idle gang first sums its flags alone: the one vector is as long as the model, and a gang waiting
+for data iterates every `batchReceiveTimeoutMs`; summing a large model's worth of zeros each time would
+load the network for nothing. So after an iteration in which the gang had no rows, the next one sums the
+flags alone (a few bytes; `allreduce`) and runs the whole step only if they say it trains: two
+collectives on the iteration the stream resumes, one on every iteration while it flows. Whether the gang
+had rows comes from the sums, so every worker takes the same path.
 """
 
 from __future__ import annotations
@@ -68,14 +75,28 @@ class GangStep:
         self.normalizer, self.counters = normalizer, counters
         self._stat_size = statistic_size(config)
         self._function = tf.function(self._iteration)
+        self._sum = tf.function(self._sum_values)
+        self._streaming = False  # the gang had rows at the last iteration (the same on every worker)
 
     def __call__(self, x: Any, y: Any, w: Any, digests: Any, flags: npt.NDArray[np.float32]) -> StepResult:
+        if not self._streaming:  # idle until now: the flags alone first (see the module docstring)
+            gang = GangFlags.of(self.allreduce(flags))
+            if not gang.trains:
+                return StepResult(gang, 0.0, np.zeros(self._stat_size))
         sums = self._function(x, y, w, digests, tf.constant(flags, tf.float32)).numpy().astype(np.float64)
         gang = GangFlags.of(sums[:FLAG_COUNT])
+        self._streaming = gang.rows > 0
         loss = float(sums[FLAG_COUNT] / gang.rows) if gang.rows else 0.0
         return StepResult(gang, loss, sums[FLAG_COUNT + 1:])
 
-    # -- the graph --------------------------------------------------------------------------------
+    def allreduce(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """`values` summed over the gang (a collective: every worker calls it, with as many values)."""
+        return np.asarray(self._sum(tf.constant(np.asarray(values, np.float32))).numpy(), np.float64)
+
+    # -- the graphs -------------------------------------------------------------------------------
+    def _sum_values(self, values: tf.Tensor) -> tf.Tensor:
+        return self.strategy.reduce(SUM, self.strategy.run(tf.identity, args=(values,)), axis=None)
+
     def _local(self, x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, flags: tf.Tensor) -> tf.Tensor:
         """Replica context: this worker's flags, loss sum, statistics and flat gradients as one vector."""
         variables = self.network.trainable_variables

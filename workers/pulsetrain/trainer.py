@@ -38,7 +38,7 @@ from pulsetrain.config import TFConfig, WorkerConfig
 from pulsetrain.cpus import size_tensorflow_pools
 from pulsetrain.export import export, latest_export_step
 from pulsetrain.gang_flags import Flags, stall_seconds
-from pulsetrain.gang_step import SUM, Counters, GangStep
+from pulsetrain.gang_step import Counters, GangStep
 from pulsetrain.ledger import Ledger, LedgerError
 from pulsetrain.model import Normalizer, build_network, build_optimizer
 from pulsetrain.outcome import nothing_trained
@@ -99,7 +99,6 @@ class Trainer:
         self._initial_state = f"ram://pulsetrain-worker-{self.index}/initial"
         self.store = CheckpointStore(checkpoint, Path(config.storage.checkpoint_dir), self.index, self.is_chief,
                                      config.training.keep_checkpoints)
-        self._sync_fn = tf.function(self._sync)
         self.gang_step = GangStep(config, self.strategy, self.network, self.optimizer, self.normalizer,
                                   Counters(self.step, self.trained, self.digest_sum))
         self._stat_size = statistic_size(config)
@@ -111,11 +110,8 @@ class Trainer:
         self.summaries = tf.summary.create_file_writer(log_dir) if log_dir and self.is_chief else None
 
     # -- collectives ------------------------------------------------------------------------------
-    def _sync(self, values: tf.Tensor) -> tf.Tensor:
-        return self.strategy.reduce(SUM, self.strategy.run(tf.identity, args=(values,)), axis=None)
-
     def allreduce(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        return np.asarray(self._sync_fn(tf.constant(np.asarray(values, np.float32))).numpy(), np.float64)
+        return self.gang_step.allreduce(values)
 
     def _save_totals(self) -> None:
         """Copy the exact cross-worker sums into the checkpointed variable (a collective: all workers)."""
