@@ -25,6 +25,26 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class CpuWindow:
+    """This process's CPU time (every thread) from the first `mark` to the last: the CPU a run spent while rows
+    flowed, without start-up (TensorFlow's import, the strategy) or the export at the end."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last = 0.0
+
+    def mark(self) -> None:
+        self.last = time.process_time()
+        self.first = self.last if self.first is None else self.first
+
+    @property
+    def seconds(self) -> float:
+        return self.last - (self.first if self.first is not None else self.last)
+
+
+CPU = CpuWindow()  # marked by the memory and receive modes, whose rows pass through this module
+
+
 class MemorySource:  # the interface of pulsetrain.source.Source that the trainer uses
     def __init__(self, ledger: Any, rows: int, feature_size: int, classes: int, seed: int) -> None:
         from pulsetrain.source import Rows
@@ -45,6 +65,8 @@ class MemorySource:  # the interface of pulsetrain.source.Source that the traine
     def take(self, limit: int) -> Any:
         start, end = self.offset, min(self.offset + limit, len(self.labels))
         self.offset = end
+        if end > start:
+            CPU.mark()
         self.buffered = len(self.labels) - end
         return self._rows_type(self.features[start:end], self.labels[start:end], np.zeros(end - start, np.int64),
                                [self.id_prefix + b"%d" % i for i in range(start, end)])
@@ -124,6 +146,7 @@ def receive_only(config: Any, per_worker: int) -> dict[str, Any]:
             if len(taken):
                 now = time.monotonic()
                 first, last, rows = first or now, now, rows + len(taken)
+                CPU.mark()
                 source.ledger.record(taken.ids)
                 source.acknowledge(taken.ids)
     finally:
@@ -147,6 +170,7 @@ def main() -> int:
     summary = (receive_only(config, args.rows_per_worker) if args.mode == "receive"  # no TensorFlow, no gang
                else train(args.mode, config, tf_config, index, args.rows_per_worker))
     summary["samplesPerSecond"] = summary["localRows"] / max(summary["trainSeconds"], 1e-9)
+    summary["cpuSeconds"] = CPU.seconds  # memory and receive modes only (0 in the others)
     args.summary.write_text(json.dumps({"mode": args.mode, "worker": index, **summary}))
     return 0
 

@@ -43,6 +43,7 @@ import time
 import timeit
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,9 @@ def broker_pinned(parser: argparse.ArgumentParser, broker_pid: int | None, pin: 
         pin_threads(broker_pid, all_cpus)
 
 
-def run_gang(mode: str, doc: dict[str, Any], root: Path, workers: int, rows_per_worker: int) -> float:
-    """Mean samples/s per worker of one run."""
+def run_gang(mode: str, doc: dict[str, Any], root: Path, workers: int, rows_per_worker: int) -> tuple[float, float]:
+    """Mean samples/s per worker of one run, and the CPU-seconds its workers spent while rows flowed (summed;
+    the memory and receive modes only, see `bench_worker.CpuWindow`)."""
     root.mkdir(parents=True)
     config = root / "worker.json"
     config.write_text(json.dumps(doc))
@@ -123,8 +125,30 @@ def run_gang(mode: str, doc: dict[str, Any], root: Path, workers: int, rows_per_
     gang.stop(grace=5)
     if codes != [0] * workers:
         raise RuntimeError(f"{mode} run failed with {codes}; see {root}/worker-*.log")
-    rates = [json.loads((root / f"summary-{i}.json").read_text())["samplesPerSecond"] for i in range(workers)]
-    return float(np.mean(rates))
+    summaries = [json.loads((root / f"summary-{i}.json").read_text()) for i in range(workers)]
+    return float(np.mean([s["samplesPerSecond"] for s in summaries])), float(sum(s["cpuSeconds"] for s in summaries))
+
+
+@dataclass(frozen=True)
+class CpuCeiling:
+    ratio: float
+    detail: str
+
+
+def cpu_ceiling(memory_rate: float, worker_cpu: dict[str, float], broker_cpu: dict[str, float], messages: int,
+                workers: int, pinned: bool) -> CpuCeiling:
+    """The highest Pulsar-fed / in-memory ratio the CPUs allow: a Pulsar-fed worker spends, per sample, the
+    in-memory run's training CPU plus the feed-alone run's CPU per message (its workers', and the broker's
+    where it shares the workers' cores), and the gang has only the workers' cores. Medians of the runs."""
+    train_us = worker_cpu["memory"] / messages * 1e6
+    client_us, broker_us = worker_cpu["receive"] / messages * 1e6, broker_cpu["receive"] / messages * 1e6
+    cores = 1 if pinned else len(os.sched_getaffinity(0))
+    feed_us = client_us + (0.0 if pinned else broker_us)
+    rate = cores / workers / ((train_us + feed_us) / 1e6)
+    broker = "on other CPUs" if pinned else "on the same cores"
+    return CpuCeiling(rate / memory_rate, f"{rate:,.0f} samples/s/worker on {cores} core(s): training "
+                      f"{train_us:.1f} us/sample (in-memory run) + feeding {client_us:.1f} us/message in the workers "
+                      f"(feed-alone run), broker {broker_us:.1f} us/message {broker}")
 
 
 def decode_rates(batch: int) -> tuple[float, float]:
@@ -229,6 +253,7 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
 
     runs: dict[str, list[float]] = {}
     broker_cpu: dict[str, list[float]] = {}
+    worker_cpu: dict[str, list[float]] = {}
     root = Path(tempfile.mkdtemp(prefix="pulsetrain-bench-"))  # kept when a run fails, for its logs
     never = 10**9
     # the baselines and the Pulsar-fed runs take turns, `--repeat` rounds: the machine's speed drifts by 20%
@@ -246,11 +271,12 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         else:
             doc = worker_config(service_url, topic, root / f"{index}-{name}", args.batch, every, total)
         broker_before = cpu_seconds(broker_pid)
-        rate = run_gang(mode, doc, root / f"{index}-{name}", args.workers, rows_per_worker)
+        rate, cpu = run_gang(mode, doc, root / f"{index}-{name}", args.workers, rows_per_worker)
         wall = time.monotonic() - started
         used = cpu_seconds(broker_pid) - broker_before
         runs.setdefault(name, []).append(rate)
         broker_cpu.setdefault(name, []).append(used)
+        worker_cpu.setdefault(name, []).append(cpu)
         print(f"  {name}: {rate:,.0f} samples/s per worker ({wall:.0f}s; the broker used "
               f"{used:.1f} CPU-s = {used / (wall * (os.cpu_count() or 1)):.0%} of the machine)", file=sys.stderr)
     results = {name: float(np.median(rates)) for name, rates in runs.items()}
@@ -262,6 +288,8 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
     dead = dead_letter_bench.measure(service_url)
     received = receive_bench.measure(service_url)
     spread = {name: f"{min(rates):,.0f}-{max(rates):,.0f}" for name, rates in runs.items()}
+    ceiling = cpu_ceiling(results["memory"], {n: float(np.median(c)) for n, c in worker_cpu.items()},
+                          {n: float(np.median(c)) for n, c in broker_cpu.items()}, total, args.workers, args.pin)
     rows = [
         ("ingestion: Pulsar-fed / in-memory", results["pulsar"] / results["memory"], ">= 0.90",
          f"{results['pulsar']:,.0f} vs {results['memory']:,.0f} samples/s/worker (medians of {args.repeat}: "
@@ -269,6 +297,7 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         ("feed alone: Pulsar Source, no model / in-mem", results["receive"] / results["memory"], "",
          f"{results['receive']:,.0f} messages/s/worker taken from the trainer's Source with nothing trained (medians "
          f"of {args.repeat}: {spread['receive']}): the most a Pulsar-fed worker can train here"),
+        ("ceiling: CPU-bound Pulsar-fed / in-memory", ceiling.ratio, "", ceiling.detail),
         ("ingestion: Pulsar-fed / naive from_generator", results["pulsar"] / results["naive"], ">= 5.0",
          f"{results['pulsar']:,.0f} vs {results['naive']:,.0f} samples/s/worker"),
         ("checkpoint every 100 steps: overhead", 1 - results["pulsar+checkpoints"] / results["pulsar"], "<= 0.05",
@@ -289,7 +318,8 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         print(f"{label:46} {value:12.3f} {goal:>10}  {detail}")
     if args.json:
         args.json.write_text(json.dumps({"samplesPerSecondPerWorker": results, "runs": runs,
-                                         "brokerCpuSeconds": broker_cpu,
+                                         "brokerCpuSeconds": broker_cpu, "workerCpuSeconds": worker_cpu,
+                                         "cpuCeilingRatio": ceiling.ratio,
                                          "decodeRawPerSecond": raw_rate,
                                          "decodeJsonPerSecond": json_rate,
                                          "deadLetterSecondsPerMessage": {"sync": dead.sync_seconds_per_message,
