@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import pulsar
 
-from bench.relay_ceiling import relay_rate
-from bench.run import broker, broker_pinned, cpu_seconds, pin_threads
+from bench.relay_ceiling import relay
+from bench.run import CpuCeiling, broker, broker_pinned, cpu_seconds, pin_threads
 from pulsetrain import datasets
 from pulsetrain.config import WorkerConfig, load_config
 from pulsetrain.decode import Decoder
@@ -91,25 +91,39 @@ def train_and_export(config: WorkerConfig, train: datasets.Dataset, test: datase
     return result[1], accuracy
 
 
-def in_process(model_dir: Path, config: WorkerConfig, payloads: list[bytes], max_batch: int) -> tuple[float, float]:
-    """(predictions/s in batches of `max_batch`, predictions/s one input per call): best of three passes."""
+def in_process(model_dir: Path, config: WorkerConfig, payloads: list[bytes],
+               max_batch: int) -> tuple[float, float, float]:
+    """(predictions/s in batches of `max_batch`, predictions/s one input per call, this process's CPU-seconds per
+    prediction in batches (every thread: TensorFlow's too)): best of three passes, the CPU the least of three."""
     from pulsetrain.model_watcher import load_model
 
     model = load_model(model_dir, 1, warm_sizes=batch_shapes(max_batch))
     decoder = Decoder(config.data, features_only=True)
 
-    def run(batch: int, inputs: list[bytes]) -> float:
-        started = time.perf_counter()
+    def run(batch: int, inputs: list[bytes]) -> tuple[float, float]:
+        started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(inputs), batch):
             decoded = decoder.decode(inputs[start:start + batch])
             rows = len(decoded)
             outputs = model.predict(pad_rows(decoded.features, padded_size(rows, max_batch)))
             assert len(outputs["class"]) >= rows
-        return len(inputs) / (time.perf_counter() - started)
+        return len(inputs) / (time.perf_counter() - started), (time.process_time() - cpu) / len(inputs)
 
-    batched = max(run(max_batch, payloads) for _ in range(3))
-    single = max(run(1, payloads[:2000]) for _ in range(3))
-    return batched, single
+    batched = [run(max_batch, payloads) for _ in range(3)]
+    single = max(run(1, payloads[:2000])[0] for _ in range(3))
+    return max(rate for rate, _ in batched), single, min(cpu for _, cpu in batched)
+
+
+def cpu_ceiling(inprocess: float, model_us: float, relay_us: float, broker_us: float, pinned: bool) -> CpuCeiling:
+    """The highest through-Pulsar / in-process ratio the CPUs allow: an answer costs the in-process run's CPU per
+    prediction plus the relay's per message (its own, and the broker's where it shares the predictor's cores),
+    and the predictor has its cores (all of them, or CPU 0 with `--pin`). CPU figures in seconds."""
+    cores = 1 if pinned else len(os.sched_getaffinity(0))
+    rate = cores / (model_us + relay_us + (0.0 if pinned else broker_us))
+    broker = "on other CPUs" if pinned else "on the same cores"
+    return CpuCeiling(rate / inprocess, f"{rate:,.0f}/s on {cores} core(s): model {model_us * 1e6:.1f} us/prediction "
+                      f"(in-process run) + Pulsar {relay_us * 1e6:.1f} us/message in this process (relay), broker "
+                      f"{broker_us * 1e6:.1f} us/message {broker}")
 
 
 def answer_times(client: pulsar.Client, topic: str, count: int, timeout: float = 120) -> list[int]:
@@ -242,7 +256,7 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
     payloads = [pixels[i % len(pixels)].astype("<f4").tobytes() for i in range(args.messages)]
     print(f"digits MLP exported to {model_dir} (held-out accuracy {accuracy:.3f}); in-process run ...",
           file=sys.stderr)
-    inprocess, single = in_process(model_dir, config, payloads, args.max_batch_size)
+    inprocess, single, model_cpu = in_process(model_dir, config, payloads, args.max_batch_size)
     freeze_long_lived()  # no 200 ms full collection here mid-run, which would send the paced inputs in bursts
 
     client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
@@ -280,11 +294,12 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
         print("  the floor: the same inputs at the same rate through one Pulsar hop ...", file=sys.stderr)
         hop_p50, hop_p99 = one_hop(client, paced, rate)
         print("  the ceiling: the same inputs relayed through Pulsar in Python, no model ...", file=sys.stderr)
-        relay = relay_rate(client, payloads)
+        relayed = relay(client, payloads, broker_pid)
     finally:
         predictor.kill()
         client.close()
     p50, p99 = np.percentile(latencies, [50, 99])
+    ceiling = cpu_ceiling(inprocess, model_cpu, relayed.cpu_per_message, relayed.broker_cpu_per_message, args.pin)
     budget = args.max_latency_ms + 20
     rate_name = "half the peak rate" if not args.rate else f"{rate / peak:.2f}x the peak rate"
     rows = [
@@ -296,8 +311,10 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
          f"p50 {(own[0] or 0) * 1000:.1f}, p99 {(own[1] or 0) * 1000:.1f} ms"),
         ("floor: one Pulsar hop, p50 / p99 (ms)", f"{hop_p50:.1f} / {hop_p99:.1f}", "",
          "same inputs, same rate, no predictor; an answer takes two hops"),
-        ("ceiling: relay without a model / in-process", f"{relay / inprocess:.3f}", "",
-         f"{relay:,.0f} messages/s in, out and acknowledged; the predictor reaches {peak / relay:.2f}x of it"),
+        ("ceiling: relay without a model / in-process", f"{relayed.per_second / inprocess:.3f}", "",
+         f"{relayed.per_second:,.0f} messages/s in, out and acknowledged; the predictor reaches "
+         f"{peak / relayed.per_second:.2f}x of it"),
+        ("ceiling: CPU-bound through Pulsar / in-process", f"{ceiling.ratio:.3f}", "", ceiling.detail),
         ("in-process, one input per call (pred/s)", f"{single:,.0f}", "", "what micro-batching saves"),
     ]
     print(f"\n{'benchmark':44} {'result':>10} {'goal':>8}  detail")
@@ -313,7 +330,8 @@ def measure(args: argparse.Namespace, service_url: str, broker_pid: int | None) 
             "predictorLatencySeconds": {"p50": own[0], "p99": own[1]}, "maxBatchSize": args.max_batch_size,
             "maxLatencyMs": args.max_latency_ms, "heldOutAccuracy": accuracy, "pinned": args.pin,
             "oneHopLatencyMs": {"p50": hop_p50, "p99": hop_p99},
-            "relayPerSecond": relay, "relayRatio": relay / inprocess}, indent=2))
+            "relayPerSecond": relayed.per_second, "relayRatio": relayed.per_second / inprocess,
+            "cpuCeilingRatio": ceiling.ratio}, indent=2))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0
