@@ -200,5 +200,6 @@ def train(mode: str, config: Any, tf_config: Any, index: int, rows_per_worker: i
     summary: dict[str, Any] = naive(trainer, config, rows_per_worker) if mode == "naive" else trainer.run()
     return summary
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,8 +5,9 @@
    (goal: ratio >= 0.9) and against the naive pipeline, one `receive()` per message into
    `tf.data.Dataset.from_generator` (goal: >= 5x faster).
    Beside them, the feed's own ceiling: the trainer's Pulsar Source on the same topic and subscription
-   type, each taken batch acknowledged at once and nothing trained (`bench_worker --mode receive`): with the
-   broker on the same cores, a Pulsar-fed worker cannot train faster than that.
+   type, each taken batch acknowledged at once and nothing trained (`bench_worker --mode receive`); and the
+   ratio's CPU-bound ceiling (`cpu_ceiling`): training CPU per sample plus feeding CPU per message, over the
+   workers' cores. A ratio goal above that ceiling cannot be met on these cores.
 2. Checkpoint-then-acknowledge overhead: checkpoints every 100 steps against none (goal: <= 5%).
 3. Decode alone: messages/s for ~3 KB raw records in batches of 256 (goal: >= 100,000/s), with JSON
    records of the same values for comparison.
