@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pulsetrain.predict_io import batch_deadline, batch_shapes, pad_rows, padded_size
+from pulsetrain.config import ServingConfig
+from pulsetrain.predict_io import batch_deadline, batch_shapes, input_prefetch, pad_rows, padded_size
 
 
 @pytest.mark.parametrize(("max_size", "shapes"), [
@@ -44,3 +45,9 @@ def test_pad_rows_keeps_values_dtypes_and_shapes() -> None:
 ])
 def test_batch_deadline_counts_from_the_publish_time(published_ms: int, expected: float) -> None:
     assert batch_deadline(published_ms, 20, now=1_000.0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("max_batch", "prefetch"), [(1, 100), (64, 1024), (4096, 10_000)])
+def test_the_input_prefetch_is_some_batches_within_bounds(max_batch: int, prefetch: int) -> None:
+    serving = ServingConfig(input_topic="in", output_topic="out", subscription="s", max_batch_size=max_batch)
+    assert input_prefetch(serving) == prefetch
