@@ -22,10 +22,9 @@ from typing import Any
 import pulsar
 
 from bench.run import cpu_seconds
+from pulsetrain.predict_io import INPUT_ID_PROPERTY
 from pulsetrain.pulsar_io import acknowledger, receive_batch, sender
 from tests.integration.predictor_support import send_inputs
-
-ID_PROPERTY = "pulsetrain.inputMessageId"
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def relay(client: pulsar.Client, payloads: Sequence[bytes], broker_pid: int | No
                 message_ids = [m.message_id() for m in messages]
                 last = len(messages) - 1
                 for index, (message, message_id) in enumerate(zip(messages, message_ids, strict=True)):
-                    send(message.data(), {ID_PROPERTY: str(message_id)}, None,
+                    send(message.data(), {INPUT_ID_PROPERTY: str(message_id)}, None,
                          confirm(message_ids) if index == last else None)
                 relayed += len(messages)
             elif relayed >= len(payloads):
